@@ -1,0 +1,90 @@
+"""The REST API's shared parts: the error handler and API-key authentication.
+
+Every error a client can cause leaves as a JSON body of one shape:
+`{"error": {"code": ..., "message": ..., "details": {...}}}` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from distributor.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details if details is not None else {}}}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    # Imported here: DRF imports this module while rest_framework.views is still initialising.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
+    if isinstance(exc, ApplicationError):
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+    if isinstance(exc, DjangoValidationError):
+        return Response(
+            error_body("validation_failed", "invalid input", {"errors": exc.messages}),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, DataError):
+        # A value the column cannot hold (an amount too large, say) is the client's input, not our fault.
+        logger.info("data error on client input: %s", exc)
+        return Response(
+            error_body("invalid_value", "a value is out of range for this field"),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.APIException):
+        detail = exc.detail
+        codes = exc.get_codes()
+        if isinstance(detail, dict | list):
+            message = "invalid input" if isinstance(exc, exceptions.ValidationError) else str(exc)
+            code = "validation_failed" if isinstance(exc, exceptions.ValidationError) else str(codes)
+            response.data = error_body(code, message, response.data)
+        else:
+            response.data = error_body(str(codes), str(detail))
+    return response
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """`Authorization: Bearer <secret>` with a key issued to an account (accounts.ApiKey)."""
+
+    keyword = "bearer"
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        header = get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <key>'")
+        try:
+            secret = header[1].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise exceptions.AuthenticationFailed("API key must be ASCII") from exc
+        from accounts.selectors import api_key_authenticate
+
+        key = api_key_authenticate(secret=secret)
+        if key is None:
+            raise exceptions.AuthenticationFailed("unknown, revoked or expired API key")
+        return (key.principal(), key)
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
