@@ -93,11 +93,13 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, got {REDIS_URL!r}")
 
+# The cache lives in its own Redis database so that clearing it never touches the Celery queues.
+CACHE_REDIS_URL = env_str("CACHE_REDIS_URL", urlparse(REDIS_URL)._replace(path="/1").geturl() if REDIS_URL else "-")
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": CACHE_REDIS_URL,
             "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "distributor"),
         }
     }
