@@ -21,3 +21,11 @@ app.conf.beat_schedule = {}
 def ping() -> str:
     """A liveness probe for workers: returns "pong"."""
     return "pong"
+
+
+@app.task(name="distributor.books_count")
+def books_count() -> int:
+    """A readiness probe that needs the database: how many books the worker can see."""
+    from ledger.models import Book
+
+    return Book.objects.count()
