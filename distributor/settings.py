@@ -94,7 +94,9 @@ if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, got {REDIS_URL!r}")
 
 # The cache lives in its own Redis database so that clearing it never touches the Celery queues.
-CACHE_REDIS_URL = env_str("CACHE_REDIS_URL", urlparse(REDIS_URL)._replace(path="/1").geturl() if REDIS_URL else "-")
+CACHE_REDIS_URL = env_str(
+    "CACHE_REDIS_URL", urlparse(REDIS_URL)._replace(path="/1").geturl() if REDIS_URL else "-"
+)
 if REDIS_URL:
     CACHES = {
         "default": {

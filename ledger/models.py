@@ -124,9 +124,16 @@ class Posting(models.Model):
         ordering = ["id"]
         constraints = [
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="posting_amount_positive"),
-            models.CheckConstraint(condition=models.Q(side__in=["debit", "credit"]), name="posting_side_valid"),
+            models.CheckConstraint(
+                condition=models.Q(side__in=["debit", "credit"]), name="posting_side_valid"
+            ),
         ]
-        indexes = [models.Index(fields=["ledger_account", "counterparty", "currency"], name="posting_account_cp")]
+        indexes = [
+            models.Index(fields=["ledger_account", "counterparty", "currency"], name="posting_account_cp")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.amount} {self.currency} {self.counterparty}".strip()
 
 
 class AccountBalance(models.Model):
@@ -145,3 +152,6 @@ class AccountBalance(models.Model):
                 fields=["ledger_account", "counterparty", "currency"], name="account_balance_unique"
             )
         ]
+
+    def __str__(self) -> str:
+        return f"{self.ledger_account_id}/{self.counterparty}/{self.currency}: {self.debits - self.credits}"

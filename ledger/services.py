@@ -69,16 +69,20 @@ def book_create(*, code: str, name: str, currency: str, timezone: str = "UTC", g
     with transaction.atomic():
         if Book.objects.filter(code=code).exists():
             raise Conflict(f"book {code!r} already exists", details={"code": code})
-        book = Book.objects.create(code=code, name=name, currency=currency, timezone=timezone, grace_days=grace_days)
+        book = Book.objects.create(
+            code=code, name=name, currency=currency, timezone=timezone, grace_days=grace_days
+        )
         LedgerAccount.objects.bulk_create(
-            LedgerAccount(book=book, code=c, name=n, type=t, normal_side=s) for c, n, t, s in CHART_OF_ACCOUNTS
+            LedgerAccount(book=book, code=c, name=n, type=t, normal_side=s)
+            for c, n, t, s in CHART_OF_ACCOUNTS
         )
     return book
 
 
 def _content_hash(draft: EntryDraft) -> str:
     legs = sorted(
-        (leg.account, str(leg.side), normalize(leg.amount), leg.currency, leg.counterparty) for leg in draft.legs
+        (leg.account, str(leg.side), normalize(leg.amount), leg.currency, leg.counterparty)
+        for leg in draft.legs
     )
     payload = {"at": draft.occurred_at.isoformat(), "legs": legs, "reverses": draft.reverses_id}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -102,7 +106,9 @@ def _validate(draft: EntryDraft, chart: dict[str, int]) -> None:
         if leg.side not in (Side.DEBIT, Side.CREDIT):
             raise ValidationFailed(f"side must be debit or credit, not {leg.side!r}", details=where)
         if not isinstance(leg.amount, Decimal) or not leg.amount.is_finite() or leg.amount <= 0:
-            raise ValidationFailed(f"leg amounts must be positive decimals, got {leg.amount!r}", details=where)
+            raise ValidationFailed(
+                f"leg amounts must be positive decimals, got {leg.amount!r}", details=where
+            )
         if leg.amount.as_tuple().exponent < _EXACT_EXPONENT:  # type: ignore[operator]
             raise ValidationFailed(
                 f"amount {leg.amount} has more than {AMOUNT_DECIMAL_PLACES} decimal places", details=where
@@ -171,7 +177,9 @@ def entries_post(*, book: Book, drafts: Sequence[EntryDraft]) -> list[JournalEnt
         new = [(created[d.idempotency_key], d) for d, _ in unique if d.idempotency_key in created]
         if new:
             _insert_postings_and_balances(chart, new)
-        entries = {e.idempotency_key: e for e in JournalEntry.objects.filter(book=book, idempotency_key__in=keys)}
+        entries = {
+            e.idempotency_key: e for e in JournalEntry.objects.filter(book=book, idempotency_key__in=keys)
+        }
     return [entries[d.idempotency_key] for d in drafts]
 
 
@@ -204,7 +212,9 @@ def _insert_entries(book: Book, unique: list[tuple[EntryDraft, str]]) -> dict[st
 
 def _check_existing(book: Book, keys: list[str], by_key: dict[str, tuple[EntryDraft, str]]) -> None:
     stored = dict(
-        JournalEntry.objects.filter(book=book, idempotency_key__in=keys).values_list("idempotency_key", "content_hash")
+        JournalEntry.objects.filter(book=book, idempotency_key__in=keys).values_list(
+            "idempotency_key", "content_hash"
+        )
     )
     for key in keys:
         if stored.get(key) != by_key[key][1]:

@@ -14,7 +14,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from distributor.celery import app as celery_app, books_count, ping
+from distributor.celery import app as celery_app
+from distributor.celery import books_count, ping
 from ledger.services import book_create
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,8 +36,20 @@ def _test_database_url() -> str:
 def worker() -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "DATABASE_URL": _test_database_url(), "REDIS_URL": settings.REDIS_URL}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "distributor", "worker", "-P", "solo", "-l", "warning",
-         "-n", f"test-{os.getpid()}@%h"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "distributor",
+            "worker",
+            "-P",
+            "solo",
+            "-l",
+            "warning",
+            "-n",
+            f"test-{os.getpid()}@%h",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -19,7 +19,11 @@ from distributor.money import Money, round_minor, to_decimal
 def test_database_url_is_parsed_and_other_schemes_refused() -> None:
     db = project_settings.database_from_url("postgres://bob:s%40cret@db.internal:6543/books")
     assert (db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
-        "books", "bob", "s@cret", "db.internal", "6543",
+        "books",
+        "bob",
+        "s@cret",
+        "db.internal",
+        "6543",
     )
     socket = project_settings.database_from_url("postgresql://postgres:@/postgres?host=/tmp/pg")
     assert socket["HOST"] == "/tmp/pg"
@@ -90,4 +94,6 @@ def test_money_rounds_half_up_and_refuses_floats_and_mixed_currencies() -> None:
         to_decimal("1e")
     with pytest.raises(ValidationFailed, match="cannot combine"):
         Money(Decimal(1), "USD") + Money(Decimal(1), "CNY")
-    assert (Money(Decimal("1.005"), "USD") + Money(Decimal("2"), "USD")).rounded() == Money(Decimal("3.01"), "USD")
+    assert (Money(Decimal("1.005"), "USD") + Money(Decimal("2"), "USD")).rounded() == Money(
+        Decimal("3.01"), "USD"
+    )
