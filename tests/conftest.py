@@ -19,7 +19,10 @@ def _clear_cache() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _celery_eager() -> Iterator[None]:
     """Tasks run in-process unless a test asks for the real worker (tests/distributor/test_celery_worker.py)."""
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
+    # The app reads Django settings under the CELERY namespace, where the prefixed key wins over
+    # the bare one: the override has to use the prefixed name or it is silently ignored.
+    previous = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
+    celery_app.conf.CELERY_TASK_ALWAYS_EAGER = True
+    celery_app.conf.CELERY_TASK_EAGER_PROPAGATES = True
     yield
-    celery_app.conf.task_always_eager = previous
+    celery_app.conf.CELERY_TASK_ALWAYS_EAGER, celery_app.conf.CELERY_TASK_EAGER_PROPAGATES = previous

@@ -55,7 +55,7 @@ def worker() -> Iterator[subprocess.Popen[bytes]]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    celery_app.conf.task_always_eager = False
+    celery_app.conf.CELERY_TASK_ALWAYS_EAGER = False
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -68,7 +68,7 @@ def worker() -> Iterator[subprocess.Popen[bytes]]:
             pytest.fail("worker did not answer a ping within 60 s")
         yield proc
     finally:
-        celery_app.conf.task_always_eager = True
+        celery_app.conf.CELERY_TASK_ALWAYS_EAGER = True
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=20)
