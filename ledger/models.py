@@ -12,6 +12,10 @@ from django.db import models
 
 from distributor.money import amount_field, currency_field
 
+# Exchange rates carry up to 10 places, like unit prices (§2).
+RATE_MAX_DIGITS = 24
+RATE_DECIMAL_PLACES = 10
+
 
 class AccountType(models.TextChoices):
     ASSET = "asset"
@@ -97,6 +101,9 @@ class JournalEntry(models.Model):
     class Meta:
         ordering = ["id"]
         verbose_name_plural = "journal entries"
+        # Reversing is the one correction the read-only admin offers; it moves money, so it is a
+        # permission of its own rather than "change" (which nobody holds on posted rows).
+        permissions = [("reverse_journalentry", "Can reverse journal entries")]
         constraints = [
             models.UniqueConstraint(fields=["book", "idempotency_key"], name="journal_entry_unique_key")
         ]
@@ -155,3 +162,32 @@ class AccountBalance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ledger_account_id}/{self.counterparty}/{self.currency}: {self.debits - self.credits}"
+
+
+class ExchangeRate(models.Model):
+    """A dated rate for one currency pair (§2): one unit of `base` is worth `rate` units of `quote`.
+
+    Rates are data entered or imported by finance and are append-only (a trigger refuses UPDATE and
+    DELETE, migration 0003): a correction is a new rate with a later `effective_at`, so every
+    conversion keeps pointing at the rate it used.
+    """
+
+    base = currency_field()
+    quote = currency_field()
+    rate = models.DecimalField(max_digits=RATE_MAX_DIGITS, decimal_places=RATE_DECIMAL_PLACES)
+    effective_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["base", "quote", "-effective_at"]
+        constraints = [
+            # Its index also serves the "latest rate at or before" lookup (a backward scan).
+            models.UniqueConstraint(fields=["base", "quote", "effective_at"], name="exchange_rate_unique_at"),
+            models.CheckConstraint(condition=models.Q(rate__gt=0), name="exchange_rate_positive"),
+            models.CheckConstraint(
+                condition=~models.Q(base=models.F("quote")), name="exchange_rate_two_currencies"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"1 {self.base} = {self.rate} {self.quote} from {self.effective_at.isoformat()}"

@@ -13,14 +13,31 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
 
 from distributor.errors import Conflict, ValidationFailed
-from distributor.money import AMOUNT_DECIMAL_PLACES, check_currency, normalize
-from ledger.models import CHART_OF_ACCOUNTS, Book, JournalEntry, LedgerAccount, Side
+from distributor.money import (
+    AMOUNT_DECIMAL_PLACES,
+    AMOUNT_MAX_DIGITS,
+    EXACT_QUANTUM,
+    MONEY_CONTEXT,
+    check_currency,
+    normalize,
+    to_decimal,
+)
+from ledger.models import (
+    CHART_OF_ACCOUNTS,
+    RATE_DECIMAL_PLACES,
+    RATE_MAX_DIGITS,
+    Book,
+    ExchangeRate,
+    JournalEntry,
+    LedgerAccount,
+    Side,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +101,17 @@ def _content_hash(draft: EntryDraft) -> str:
         (leg.account, str(leg.side), normalize(leg.amount), leg.currency, leg.counterparty)
         for leg in draft.legs
     )
-    payload = {"at": draft.occurred_at.isoformat(), "legs": legs, "reverses": draft.reverses_id}
+    # The instant, not its zone: the same moment given in Asia/Shanghai or in UTC (as it comes back
+    # from the database) is the same entry.
+    at = draft.occurred_at.astimezone(UTC).isoformat()
+    payload = {"at": at, "legs": legs, "reverses": draft.reverses_id}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 _EXACT_EXPONENT = -AMOUNT_DECIMAL_PLACES
+# NUMERIC(38, 18) holds amounts below 10^20; a larger one would fail in PostgreSQL, not here.
+_AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_MAX_DIGITS - AMOUNT_DECIMAL_PLACES)
+_COUNTERPARTY_MAX_LENGTH = 100
 
 
 def _validate(draft: EntryDraft, chart: dict[str, int]) -> None:
@@ -109,9 +132,22 @@ def _validate(draft: EntryDraft, chart: dict[str, int]) -> None:
             raise ValidationFailed(
                 f"leg amounts must be positive decimals, got {leg.amount!r}", details=where
             )
-        if leg.amount.as_tuple().exponent < _EXACT_EXPONENT:  # type: ignore[operator]
+        if leg.amount >= _AMOUNT_LIMIT:
+            raise ValidationFailed(
+                f"amount {leg.amount} is too large for the books (limit 10^20)", details=where
+            )
+        # Judged by value: 0.05000000000000000000 (a product of two 10-place figures) is exact at 18
+        # places even though it is written with 20.
+        if leg.amount.as_tuple().exponent < _EXACT_EXPONENT and leg.amount != leg.amount.quantize(  # type: ignore[operator]
+            EXACT_QUANTUM, context=MONEY_CONTEXT
+        ):
             raise ValidationFailed(
                 f"amount {leg.amount} has more than {AMOUNT_DECIMAL_PLACES} decimal places", details=where
+            )
+        if not isinstance(leg.counterparty, str) or len(leg.counterparty) > _COUNTERPARTY_MAX_LENGTH:
+            raise ValidationFailed(
+                f"counterparty must be a string of at most {_COUNTERPARTY_MAX_LENGTH} characters",
+                details=where,
             )
         check_currency(leg.currency)
         totals[leg.currency] += leg.amount if leg.side == Side.DEBIT else -leg.amount
@@ -184,6 +220,9 @@ def entries_post(*, book: Book, drafts: Sequence[EntryDraft]) -> list[JournalEnt
 
 
 def _insert_entries(book: Book, unique: list[tuple[EntryDraft, str]]) -> dict[str, int]:
+    # Keys are claimed in key order: two batches sharing keys in different orders would otherwise
+    # each wait on the other's uncommitted key (a deadlock); sorted, the later one simply queues.
+    unique = sorted(unique, key=lambda pair: pair[0].idempotency_key)
     with connection.cursor() as cur:
         cur.execute(
             """
@@ -192,7 +231,8 @@ def _insert_entries(book: Book, unique: list[tuple[EntryDraft, str]]) -> dict[st
                  description, source_type, source_id, reverses_id)
             SELECT %s, k, h, o, now(), d, st, si, r
             FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[],
-                        %s::bigint[]) AS t(k, h, o, d, st, si, r)
+                        %s::bigint[]) WITH ORDINALITY AS t(k, h, o, d, st, si, r, n)
+            ORDER BY n
             ON CONFLICT (book_id, idempotency_key) DO NOTHING
             RETURNING idempotency_key, id
             """,
@@ -301,3 +341,46 @@ def entry_reverse(
         reverses_id=entry.pk,
     )
     return entries_post(book=entry.book, drafts=[draft])[0]
+
+
+def exchange_rate_set(*, base: str, quote: str, rate: Decimal, effective_at: datetime) -> ExchangeRate:
+    """Record that from `effective_at` one `base` is worth `rate` `quote` (§2). Append-only: the
+    same pair, time and rate again returns the stored row; a different rate at that time is a
+    Conflict (enter a correction with a later `effective_at`)."""
+    check_currency(base)
+    check_currency(quote)
+    details = {"base": base, "quote": quote}
+    if base == quote:
+        raise ValidationFailed("an exchange rate needs two different currencies", details=details)
+    value = to_decimal(rate, field="rate")
+    if value <= 0:
+        raise ValidationFailed(f"rate must be positive, got {value}", details=details)
+    if value >= Decimal(10) ** (RATE_MAX_DIGITS - RATE_DECIMAL_PLACES) or value != value.quantize(
+        Decimal(1).scaleb(-RATE_DECIMAL_PLACES), context=MONEY_CONTEXT
+    ):
+        raise ValidationFailed(
+            f"rate {value} must have at most {RATE_DECIMAL_PLACES} decimal places and stay below 10^14",
+            details=details,
+        )
+    if effective_at.tzinfo is None:
+        raise ValidationFailed("effective_at must carry a time zone", details=details)
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            # ON CONFLICT DO NOTHING rather than get_or_create: two importers entering the same
+            # rate at once both succeed instead of one failing on the unique index.
+            cur.execute(
+                """
+                INSERT INTO ledger_exchangerate (base, quote, rate, effective_at, created_at)
+                VALUES (%s, %s, %s, %s, now())
+                ON CONFLICT (base, quote, effective_at) DO NOTHING
+                """,
+                [base, quote, value, effective_at],
+            )
+        stored = ExchangeRate.objects.get(base=base, quote=quote, effective_at=effective_at)
+    if stored.rate != value:
+        raise Conflict(
+            f"a different {base}/{quote} rate ({stored.rate}) is already in force from "
+            f"{effective_at.isoformat()}; enter a correction with a later effective time",
+            details={**details, "stored_rate": str(stored.rate), "rate": str(value)},
+        )
+    return stored
