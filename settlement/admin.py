@@ -1,1 +1,64 @@
+"""Read-only views of usage for finance: batches, rollups and upstream cost. Nothing is edited
+here; usage changes only by ingestion, corrections by credit notes."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from settlement.models import UpstreamCostRollup, UsageBatch, UsageRollup
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(UsageBatch)
+class UsageBatchAdmin(ReadOnlyAdmin):
+    list_display = ("id", "received_at", "caller_account_id", "accepted", "duplicates", "rejected")
+    date_hierarchy = "received_at"
+
+
+@admin.register(UsageRollup)
+class UsageRollupAdmin(ReadOnlyAdmin):
+    list_display = (
+        "day",
+        "payer_account_id",
+        "payee_book",
+        "model_code",
+        "token_class",
+        "unit_price",
+        "tokens",
+        "amount",
+        "currency",
+        "prepaid",
+        "billed_amount",
+    )
+    list_filter = ("prepaid", "token_class", "payee_book")
+    search_fields = ("model_code",)
+    date_hierarchy = "day"
+
+
+@admin.register(UpstreamCostRollup)
+class UpstreamCostRollupAdmin(ReadOnlyAdmin):
+    list_display = (
+        "day",
+        "book",
+        "provider_id",
+        "model_code",
+        "list_charge",
+        "cost",
+        "accrued_list",
+        "currency",
+    )
+    list_filter = ("book",)
+    date_hierarchy = "day"

@@ -1,1 +1,160 @@
+"""Settlement's tables for usage (§5): the request keys that make ingestion exactly-once, the raw
+events (append-only, partitioned by month), the batches, and the rollups that rating maintains so
+that the close and credit control read a few hundred rows instead of millions of events.
 
+Accounts and provider models are referenced by plain bigint ids, not foreign keys: the hot path
+writes these tables with COPY and set-based SQL, and the raw event table is partitioned (a
+partitioned table cannot be the target of the FK checks we would want anyway). The ids are
+resolved by the validator before anything is written.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from distributor.money import amount_field, currency_field, price_field
+
+TOKEN_CLASSES: tuple[str, ...] = ("input", "cached_input", "cache_write", "output")
+
+
+class UsageBatch(models.Model):
+    """One call of `usage_ingest`: who sent it, when, and what became of its events."""
+
+    received_at = models.DateTimeField(db_index=True)
+    caller_account_id = models.BigIntegerField(null=True, blank=True, help_text="None = a service key")
+    accepted = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    first_key_id = models.BigIntegerField(null=True, blank=True)
+    last_key_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "usage batches"
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} at {self.received_at:%Y-%m-%d %H:%M}: {self.accepted} accepted"
+
+
+class UsageKey(models.Model):
+    """The idempotency key of an event. The event table is partitioned by month, so a unique index
+    there would have to include occurred_at; this plain table carries UNIQUE (account, request_id)
+    and the content hash that tells a duplicate (same content) from a conflict (different content)."""
+
+    account_id = models.BigIntegerField()
+    request_id = models.CharField(max_length=200)
+    content_hash = models.CharField(max_length=64)
+    occurred_at = models.DateTimeField()
+    # A plain id, not a foreign key: an FK would cost a referential check per landed event.
+    batch_id = models.BigIntegerField(null=True, blank=True, help_text="The UsageBatch that landed it")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account_id", "request_id"], name="usage_key_unique_request")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}/{self.request_id}"
+
+
+class UsageEvent(models.Model):
+    """A metered call, as the gateway reported it. The table is created by raw SQL (migration 0002)
+    as `PARTITION BY RANGE (occurred_at)` with one partition per calendar month (UTC); Django only
+    reads it. `key_id` is the event's UsageKey id."""
+
+    key_id = models.BigIntegerField(primary_key=True)
+    account_id = models.BigIntegerField()
+    request_id = models.CharField(max_length=200)
+    model_id = models.BigIntegerField()
+    model_code = models.CharField(max_length=100)
+    input_tokens = models.BigIntegerField()
+    cached_input_tokens = models.BigIntegerField()
+    cache_write_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    batch_id = models.BigIntegerField()
+    tags = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        managed = False
+        db_table = "settlement_usageevent"
+
+    def __str__(self) -> str:
+        return f"{self.account_id}/{self.request_id}"
+
+
+class UsageRollup(models.Model):
+    """What one payer owes its parent for one model, token class and unit price on one day (in the
+    payee book's zone): one row per cascade hop (§4). `amount` is exact (tokens x unit price / 1M,
+    never rounded). `billed_tokens`/`billed_amount` are advanced by the close when an invoice that
+    includes the row is issued, so unbilled = amount - billed_amount (§11.6)."""
+
+    payer_account_id = models.BigIntegerField()
+    payee_book = models.ForeignKey("ledger.Book", on_delete=models.PROTECT, related_name="usage_rollups")
+    payee_account_id = models.BigIntegerField(null=True, blank=True, help_text="None = the root")
+    model_id = models.BigIntegerField()
+    model_code = models.CharField(max_length=100)
+    day = models.DateField()
+    token_class = models.CharField(max_length=16)
+    unit_price = price_field()
+    currency = currency_field()
+    prepaid = models.BooleanField(help_text="Drawn from the wallet as it landed (not invoiced)")
+    price_list_id = models.BigIntegerField(null=True, blank=True)
+    tokens = models.BigIntegerField(default=0)
+    amount = amount_field(default=0)
+    billed_tokens = models.BigIntegerField(default=0)
+    billed_amount = amount_field(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["day", "payer_account_id", "model_code", "token_class"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["payer_account_id", "model_id", "day", "token_class", "unit_price", "prepaid"],
+                name="usage_rollup_unique_line",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["payee_book", "day"], name="usage_rollup_book_day"),
+            models.Index(fields=["payer_account_id", "day"], name="usage_rollup_payer_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.payer_account_id} {self.model_code}/{self.token_class} {self.day}: {self.amount}"
+
+
+class UpstreamCostRollup(models.Model):
+    """The root's cost of usage per provider, model and day (root book's zone): the list-price
+    charge, what it cost (drawn from prepaid quota at paid/credit, or accrued), and the metered
+    tokens per class for reconciliation against the provider's statement (§3)."""
+
+    book = models.ForeignKey("ledger.Book", on_delete=models.PROTECT, related_name="upstream_cost_rollups")
+    provider_id = models.BigIntegerField()
+    model_id = models.BigIntegerField()
+    model_code = models.CharField(max_length=100)
+    day = models.DateField()
+    currency = currency_field()
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    list_charge = amount_field(default=0)
+    cost = amount_field(default=0)
+    accrued_list = amount_field(default=0, help_text="List charge not covered by prepaid quota")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["day", "model_code"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["book", "provider_id", "model_id", "day"], name="upstream_cost_rollup_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.book_id} {self.model_code} {self.day}: {self.cost}"
+
+
+# Billing (the close, invoices, payments, credit notes) lives in its own module.
+from settlement.models_billing import *  # noqa: E402, F403

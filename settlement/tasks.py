@@ -1,1 +1,24 @@
+"""Settlement's Celery tasks: thin wrappers that call one service each."""
 
+from __future__ import annotations
+
+from django.utils import timezone
+
+from distributor.celery import app
+
+
+@app.task(name="settlement.usage_partitions_ensure", soft_time_limit=60, time_limit=120)
+def usage_partitions_ensure_task(months_ahead: int = 3) -> list[str]:
+    """Create this month's and the next months' usage partitions before events need them
+    (beat: daily). Ingestion also creates a missing month on demand, so a missed run is harmless."""
+    from settlement.services.partitions import usage_partitions_ahead
+
+    return usage_partitions_ahead(today=timezone.now().date(), months_ahead=months_ahead)
+
+
+@app.task(name="settlement.credit_states_refresh", soft_time_limit=60, time_limit=120)
+def credit_states_refresh_task(account_ids: list[int]) -> int:
+    """Refresh the authorize cache of these accounts (after a status, limit or payment change)."""
+    from settlement.services.credit_control import credit_states_refresh
+
+    return len(credit_states_refresh(account_ids=account_ids))

@@ -1,3 +1,8 @@
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from settlement.api.views import AuthorizationView, UsageBatchView
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("usage/batches", UsageBatchView.as_view(), name="usage-batches"),
+    path("accounts/<str:code>/authorization", AuthorizationView.as_view(), name="account-authorization"),
+]

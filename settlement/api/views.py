@@ -1,0 +1,175 @@
+"""The gateway's two calls (§5, §6): post a usage batch, ask whether an account may spend.
+
+The batch view is a plain APIView that reads the raw body with json.loads: a DRF serializer per
+event would cost two thirds of the throughput (performance-notes.md); the events are validated by
+the hand-written validator in settlement/services/validation.py. The serializers below document
+the API in the OpenAPI schema; they are not used to validate events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from distributor.errors import NotFound, PermissionRefused, ValidationFailed
+from distributor.money import normalize
+from settlement.services.credit_control import authorization_for
+from settlement.services.ingestion import MAX_BATCH_EVENTS, usage_ingest
+
+USAGE_SCOPE = "usage"
+
+
+class UsageEventDoc(serializers.Serializer):
+    request_id = serializers.CharField(max_length=200, help_text="Unique per account: the idempotency key")
+    account = serializers.CharField(required=False, help_text="Account code; defaults to the key's account")
+    model = serializers.CharField()
+    input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
+    cached_input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
+    cache_write_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
+    output_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
+    occurred_at = serializers.DateTimeField(help_text="ISO 8601 with a time zone")
+    tags = serializers.DictField(required=False)
+
+
+class UsageBatchDoc(serializers.Serializer):
+    events = UsageEventDoc(many=True, help_text=f"Up to {MAX_BATCH_EVENTS} events")
+
+
+class RejectionDoc(serializers.Serializer):
+    index = serializers.IntegerField(help_text="Position of the event in the batch")
+    request_id = serializers.CharField(allow_null=True)
+    code = serializers.ChoiceField(
+        choices=[
+            "invalid",
+            "negative_tokens",
+            "future_timestamp",
+            "unknown_account",
+            "out_of_scope",
+            "unknown_model",
+            "no_price",
+            "conflict",
+        ]
+    )
+    reason = serializers.CharField()
+
+
+class IngestResultDoc(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    rejections = RejectionDoc(many=True)
+
+
+class MoneyDoc(serializers.Serializer):
+    amount = serializers.CharField()
+    currency = serializers.CharField()
+
+
+class AuthorizationDoc(serializers.Serializer):
+    account = serializers.CharField()
+    allowed = serializers.BooleanField()
+    reason = serializers.CharField(help_text="ok, on_hold, suspended, closed, no_credit or ancestor:<code>")
+    available = MoneyDoc()
+
+
+def caller_of(request: Request) -> tuple[Any | None, bool]:
+    """(the key's account, is it the root's service key) for the authenticated API key."""
+    key = request.auth
+    account = getattr(key, "account", None)
+    service = bool(getattr(key, "is_service", account is None))
+    return account, service
+
+
+class UsageBatchView(APIView):
+    @extend_schema(
+        operation_id="usage_batch_post",
+        summary="Post a batch of usage events",
+        description=(
+            "Each event is accepted, counted as a duplicate (same request_id and content), or rejected "
+            "with its index and a reason. Rejections never block the batch's valid events; a retried "
+            "batch changes nothing. Needs an API key with scope `usage`: the root's service key (any "
+            "account, `account` required) or an account's own key (its subtree, `account` defaults to it)."
+        ),
+        request=UsageBatchDoc,
+        responses={200: IngestResultDoc},
+        examples=[
+            OpenApiExample(
+                "one call",
+                request_only=True,
+                value={
+                    "events": [
+                        {
+                            "request_id": "req-1",
+                            "account": "acme",
+                            "model": "glm-5",
+                            "input_tokens": 40000,
+                            "output_tokens": 10000,
+                            "occurred_at": "2026-10-15T10:00:00Z",
+                        }
+                    ]
+                },
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        key = request.auth
+        if USAGE_SCOPE not in (getattr(key, "scopes", None) or []):
+            raise PermissionRefused("this API key lacks the 'usage' scope")
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValidationFailed("the body is not valid JSON", details={"error": str(exc)}) from exc
+        if not isinstance(body, dict):
+            raise ValidationFailed('the body must be a JSON object like {"events": [...]}')
+        events = body.get("events")
+        if not isinstance(events, list):
+            raise ValidationFailed("events must be a list")
+        if len(events) > MAX_BATCH_EVENTS:
+            raise ValidationFailed(
+                f"a batch holds at most {MAX_BATCH_EVENTS} events, got {len(events)}",
+                details={"max_events": MAX_BATCH_EVENTS, "events": len(events)},
+            )
+        account, service = caller_of(request)
+        result = usage_ingest(
+            events=events, caller_account=account, service=service, received_at=timezone.now()
+        )
+        return Response(result.as_dict())
+
+
+class AuthorizationView(APIView):
+    @extend_schema(
+        operation_id="account_authorization",
+        summary="May this account spend now?",
+        description=(
+            "Answered from the credit cache kept current as usage lands. Denied when the account or any "
+            "ancestor is not active or has no available credit. 404 outside the caller's subtree."
+        ),
+        responses={200: AuthorizationDoc},
+    )
+    def get(self, request: Request, code: str) -> Response:
+        from accounts.models import Account
+
+        caller, service = caller_of(request)
+        account = Account.objects.filter(code=code).first()
+        in_scope = account is not None and (
+            service
+            or (caller is not None and (account.pk == caller.pk or caller.pk in (account.ancestor_ids or [])))
+        )
+        if account is None or not in_scope:
+            raise NotFound(f"no account {code!r}", details={"account": code})
+        answer = authorization_for(account=account)
+        return Response(
+            {
+                "account": account.code,
+                "allowed": answer["allowed"],
+                "reason": answer["reason"],
+                "available": {"amount": normalize(answer["available"]), "currency": answer["currency"]},
+            }
+        )

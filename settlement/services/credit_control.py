@@ -1,0 +1,155 @@
+"""Credit control (§6, §11.8): may this account spend right now?
+
+The gateway asks before every call, so the answer comes from the cache (Redis in production), not
+from a scan: one entry per account holding its status and available credit, refreshed by ingestion
+for every account a batch touched and by whoever changes a status, limit, payment or invoice
+(`credit_states_refresh`). An answer combines the account's entry with its ancestors' in one
+`get_many` round trip, so a hold on a distributor stops its whole subtree at once. A cache miss is
+recomputed from the database and stored.
+
+Available credit: prepaid = the wallet; postpaid = credit limit (None counts as 0) - open
+receivables - unbilled usage + credit balance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import F, Sum
+
+CACHE_PREFIX = "settlement:credit:"
+# Refreshes keep entries current; the timeout only bounds how long a missed refresh can linger.
+CACHE_TIMEOUT_SECONDS = 300
+# Blocking order of statuses: the first non-active one found is the reason.
+ACTIVE = "active"
+
+
+@dataclass(frozen=True, slots=True)
+class CreditState:
+    account_id: int
+    code: str
+    status: str
+    terms: str
+    currency: str
+    available: Decimal
+
+    def as_cache(self) -> dict[str, str | int]:
+        return {
+            "id": self.account_id,
+            "code": self.code,
+            "status": self.status,
+            "terms": self.terms,
+            "currency": self.currency,
+            "available": str(self.available),
+        }
+
+    @classmethod
+    def from_cache(cls, value: dict[str, Any]) -> CreditState:
+        return cls(
+            account_id=int(value["id"]),
+            code=str(value["code"]),
+            status=str(value["status"]),
+            terms=str(value["terms"]),
+            currency=str(value["currency"]),
+            available=Decimal(value["available"]),
+        )
+
+
+def _cache_key(account_id: int) -> str:
+    return f"{CACHE_PREFIX}{account_id}"
+
+
+def credit_states_compute(*, account_ids: Iterable[int]) -> dict[int, CreditState]:
+    """Status and available credit of these accounts from the database, set-based (four queries)."""
+    from accounts.models import Account
+    from ledger.models import AccountBalance
+    from settlement.models import UsageRollup
+
+    ids = set(account_ids)
+    if not ids:
+        return {}
+    accounts = list(
+        Account.objects.filter(pk__in=ids).values_list(
+            "id", "code", "status", "terms", "currency", "credit_limit", "book_id"
+        )
+    )
+    counterparties = {f"account:{row[1]}" for row in accounts}
+    balances: dict[tuple[int, str, str, str], Decimal] = {}
+    for book_id, code, counterparty, currency, debits, credits in AccountBalance.objects.filter(
+        ledger_account__book_id__in={row[6] for row in accounts},
+        ledger_account__code__in=("receivables", "customer_deposits"),
+        counterparty__in=counterparties,
+    ).values_list(
+        "ledger_account__book_id", "ledger_account__code", "counterparty", "currency", "debits", "credits"
+    ):
+        # Debit-normal receivables, credit-normal deposits: both stored as a positive "owed" figure.
+        balances[(book_id, code, counterparty, currency)] = (
+            debits - credits if code == "receivables" else credits - debits
+        )
+    unbilled = dict(
+        UsageRollup.objects.filter(payer_account_id__in=ids, prepaid=False)
+        .values("payer_account_id")
+        .annotate(open=Sum(F("amount") - F("billed_amount")))
+        .values_list("payer_account_id", "open")
+    )
+    states: dict[int, CreditState] = {}
+    for pk, code, status, terms, currency, credit_limit, book_id in accounts:
+        counterparty = f"account:{code}"
+        receivable = balances.get((book_id, "receivables", counterparty, currency), Decimal(0))
+        deposits = balances.get((book_id, "customer_deposits", counterparty, currency), Decimal(0))
+        if terms == "prepaid":
+            available = max(deposits, Decimal(0))
+        else:
+            # §11.8; a credit balance (overpayment held as a deposit) adds to what may be spent.
+            available = (
+                (credit_limit or Decimal(0)) - receivable - (unbilled.get(pk) or Decimal(0)) + deposits
+            )
+        states[pk] = CreditState(
+            account_id=pk, code=code, status=status, terms=terms, currency=currency, available=available
+        )
+    return states
+
+
+def credit_states_refresh(*, account_ids: Iterable[int]) -> dict[int, CreditState]:
+    """Recompute these accounts' entries and store them. Call it after anything that changes a
+    status, a limit, a receivable or a wallet (ingestion does it for every batch)."""
+    states = credit_states_compute(account_ids=account_ids)
+    cache.set_many({_cache_key(pk): s.as_cache() for pk, s in states.items()}, timeout=CACHE_TIMEOUT_SECONDS)
+    return states
+
+
+def authorization_for(*, account: Any) -> dict[str, Any]:
+    """{"allowed", "reason", "available", "currency"} for `account`, from the cache.
+
+    Reasons, first match wins: the account's own status (on_hold, suspended, closed), then
+    `ancestor:<code>` for the nearest-to-root ancestor that is not active or has no credit, then
+    `no_credit` when the account's own available credit is <= 0, else `ok`."""
+    chain = [*list(account.ancestor_ids or ()), account.pk]  # root-most first, the account last
+    found = cache.get_many([_cache_key(pk) for pk in chain])
+    states = {pk: CreditState.from_cache(found[_cache_key(pk)]) for pk in chain if _cache_key(pk) in found}
+    missing = [pk for pk in chain if pk not in states]
+    if missing:
+        states.update(credit_states_refresh(account_ids=missing))
+    own = states[account.pk]
+    reason = "ok"
+    if own.status != ACTIVE:
+        reason = own.status
+    else:
+        for pk in chain[:-1]:
+            ancestor = states.get(pk)
+            if ancestor is not None and (ancestor.status != ACTIVE or ancestor.available <= 0):
+                reason = f"ancestor:{ancestor.code}"
+                break
+        else:
+            if own.available <= 0:
+                reason = "no_credit"
+    return {
+        "allowed": reason == "ok",
+        "reason": reason,
+        "available": own.available,
+        "currency": own.currency,
+    }

@@ -1,0 +1,354 @@
+"""Usage ingestion (§5): validate a batch, land its new events exactly once, rate them, and refresh
+the credit cache of every account it touched.
+
+Exactly-once: valid events are COPYed into a temporary staging table, then
+`INSERT INTO settlement_usagekey ... ON CONFLICT DO NOTHING RETURNING` learns which are new. The
+unique index on (account, request_id) serialises concurrent replays of one batch, so every event is
+counted once however many connections send it. Only new events reach the event table, the rollups,
+the upstream draw and the wallets; a replayed batch changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from django.db import connection, transaction
+
+from distributor.errors import ValidationFailed
+from settlement.models import UsageBatch
+from settlement.services import rating
+from settlement.services.credit_control import credit_states_refresh
+from settlement.services.partitions import usage_partitions_ensure
+from settlement.services.validation import ParsedEvent, Rejection, content_hash, event_parse
+
+MAX_BATCH_EVENTS = 10_000
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """The answer to the gateway: counts, and each rejection with its index and reason."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    batch_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "rejections": self.rejections,
+        }
+
+
+def _in_scope(account: rating.Payer, caller: Any | None, service: bool) -> bool:
+    if service:
+        # A service key is the root's: it may post for any account of the tree.
+        return True
+    if caller is None:
+        return False
+    return account.id == caller.pk or caller.pk in account.ancestor_ids
+
+
+def payers_load(*, codes: Sequence[str] = (), ids: Sequence[int] = ()) -> dict[int, rating.Payer]:
+    """The accounts with these codes or ids, and all their ancestors (the payers of their cascades)."""
+    from django.db.models import Q
+
+    from accounts.models import Account
+
+    fields = ("id", "code", "currency", "terms", "status", "book_id", "ancestor_ids")
+    found: dict[int, rating.Payer] = {}
+
+    def add(rows: Any) -> None:
+        for row in rows:
+            found[row[0]] = rating.Payer(
+                id=row[0],
+                code=row[1],
+                currency=row[2],
+                terms=row[3],
+                status=row[4],
+                book_id=row[5],
+                ancestor_ids=tuple(row[6] or ()),
+            )
+
+    if codes or ids:
+        add(Account.objects.filter(Q(code__in=set(codes)) | Q(pk__in=set(ids))).values_list(*fields))
+    missing = {a for p in list(found.values()) for a in p.ancestor_ids} - set(found)
+    if missing:
+        add(Account.objects.filter(pk__in=missing).values_list(*fields))
+    return found
+
+
+def usage_ingest(
+    *,
+    events: list[Any],
+    caller_account: Any | None = None,
+    service: bool = False,
+    received_at: datetime,
+) -> IngestResult:
+    """Ingest one batch. `caller_account` is the account whose own key sent it (events default to
+    it and must lie in its subtree); `service=True` is the root's service key (any account, and
+    every event must name one). Invalid events are rejected one by one; valid ones always land."""
+    if received_at.tzinfo is None:
+        raise ValidationFailed("received_at must carry a time zone")
+    if len(events) > MAX_BATCH_EVENTS:
+        raise ValidationFailed(
+            f"a batch holds at most {MAX_BATCH_EVENTS} events, got {len(events)}",
+            details={"max_events": MAX_BATCH_EVENTS, "events": len(events)},
+        )
+    result = IngestResult()
+    rejections: list[Rejection] = []
+    default_account = caller_account.code if caller_account is not None else None
+
+    parsed: list[ParsedEvent] = []
+    for index, raw in enumerate(events):
+        outcome = event_parse(index, raw, default_account=default_account, received_at=received_at)
+        if isinstance(outcome, Rejection):
+            rejections.append(outcome)
+        else:
+            parsed.append(outcome)
+
+    payers = payers_load(codes=[e.account_code for e in parsed]) if parsed else {}
+    by_code = {p.code: p for p in payers.values()}
+    models = _models_by_code({e.model_code for e in parsed})
+
+    # Resolve accounts and models, then drop in-batch repeats (same key twice in one batch).
+    resolved: list[ParsedEvent] = []
+    seen: dict[tuple[int, str], str] = {}
+    in_batch_duplicates = 0
+    for event in parsed:
+        payer = by_code.get(event.account_code)
+        if payer is None:
+            rejections.append(
+                Rejection(
+                    event.index,
+                    event.request_id,
+                    "unknown_account",
+                    f"unknown account {event.account_code!r}",
+                )
+            )
+            continue
+        if not _in_scope(payer, caller_account, service):
+            rejections.append(
+                Rejection(
+                    event.index,
+                    event.request_id,
+                    "out_of_scope",
+                    f"account {event.account_code!r} is outside the caller's scope",
+                )
+            )
+            continue
+        model_id = models.get(event.model_code)
+        if model_id is None:
+            rejections.append(
+                Rejection(
+                    event.index, event.request_id, "unknown_model", f"unknown model {event.model_code!r}"
+                )
+            )
+            continue
+        event.account_id = payer.id
+        event.model_id = model_id
+        event.content_hash = content_hash(event)
+        key = (payer.id, event.request_id)
+        earlier = seen.get(key)
+        if earlier is not None:
+            if earlier == event.content_hash:
+                in_batch_duplicates += 1
+            else:
+                rejections.append(_conflict(event))
+            continue
+        seen[key] = event.content_hash
+        resolved.append(event)
+
+    # Price every (account, model, day) once; an event with an unpriced class is refused.
+    zones = rating.book_zones({payers[e.account_id].book_id for e in resolved})
+    for event in resolved:
+        tz = zones[payers[event.account_id].book_id]
+        event.cascade_key = (event.account_id, event.model_code, rating.day_start(event.occurred_at, tz))
+    cascades = rating.cascades_load(e.cascade_key for e in resolved if e.cascade_key is not None)
+    unpriced = {key: rating.unpriced_classes(cascade) for key, cascade in cascades.items()}
+    priced: list[ParsedEvent] = []
+    for event in resolved:
+        assert event.cascade_key is not None
+        problem = rating.price_problem(
+            event, cascades.get(event.cascade_key), unpriced.get(event.cascade_key, frozenset())
+        )
+        if problem is None:
+            priced.append(event)
+        else:
+            rejections.append(Rejection(event.index, event.request_id, "no_price", problem))
+
+    # Partitions are created (if missing) before the merge transaction: see partitions.py.
+    usage_partitions_ensure(months={date(e.occurred_at.year, e.occurred_at.month, 1) for e in priced})
+
+    touched: set[int] = set()
+    with transaction.atomic():
+        batch = UsageBatch.objects.create(
+            received_at=received_at, caller_account_id=caller_account.pk if caller_account else None
+        )
+        new, duplicates, conflicts = _land(batch.pk, priced, received_at)
+        rejections.extend(conflicts)
+        if new:
+            payers.update(payers_load(ids=[hop.payer_id for c in cascades.values() if c for hop in c.hops]))
+            zones.update(
+                rating.book_zones(
+                    {hop.payee_book_id for c in cascades.values() if c for hop in c.hops}
+                    | {c.root_book_id for c in cascades.values() if c}
+                )
+            )
+            batch.first_key_id = min(key_id for key_id, _ in new)
+            batch.last_key_id = max(key_id for key_id, _ in new)
+            rated = rating.usage_rate(
+                events=[event for _, event in new],
+                cascades=cascades,
+                payers=payers,
+                zones=zones,
+                received_at=received_at,
+                batch_key=f"{batch.first_key_id}-{batch.last_key_id}",
+                providers=_providers({c.provider_id for c in cascades.values() if c}),
+            )
+            touched = rated.touched_account_ids
+        rejections.sort(key=lambda r: r.index)
+        result.accepted = len(new)
+        result.duplicates = duplicates + in_batch_duplicates
+        result.rejected = len(rejections)
+        result.rejections = [r.as_dict() for r in rejections]
+        result.batch_id = batch.pk
+        batch.accepted, batch.duplicates, batch.rejected = result.accepted, result.duplicates, result.rejected
+        batch.save(update_fields=["first_key_id", "last_key_id", "accepted", "duplicates", "rejected"])
+
+    # The gateway's next authorize must see this batch: refresh before the caller answers (§6).
+    if touched:
+        credit_states_refresh(account_ids=touched | {a for t in touched for a in payers[t].ancestor_ids})
+    return result
+
+
+def _conflict(event: ParsedEvent) -> Rejection:
+    return Rejection(
+        event.index,
+        event.request_id,
+        "conflict",
+        f"request_id {event.request_id!r} was already used with different content",
+    )
+
+
+def _models_by_code(codes: set[str]) -> dict[str, int]:
+    if not codes:
+        return {}
+    from procurement.models import ProviderModel
+
+    return dict(ProviderModel.objects.filter(code__in=codes).values_list("code", "pk"))
+
+
+def _providers(ids: set[int]) -> dict[int, tuple[str, str]]:
+    from procurement.models import Provider
+
+    return {
+        pk: (code, cur)
+        for pk, code, cur in Provider.objects.filter(pk__in=ids).values_list("pk", "code", "currency")
+    }
+
+
+_STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS settlement_usage_staging (
+    idx integer NOT NULL,
+    account_id bigint NOT NULL,
+    request_id varchar(200) NOT NULL,
+    content_hash varchar(64) NOT NULL,
+    model_id bigint NOT NULL,
+    model_code varchar(100) NOT NULL,
+    input_tokens bigint NOT NULL,
+    cached_input_tokens bigint NOT NULL,
+    cache_write_tokens bigint NOT NULL,
+    output_tokens bigint NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    tags text NULL
+) ON COMMIT DELETE ROWS
+"""
+
+
+def _land(
+    batch_id: int, events: list[ParsedEvent], received_at: datetime
+) -> tuple[list[tuple[int, ParsedEvent]], int, list[Rejection]]:
+    """COPY the events into staging, claim their keys, and append the new ones to the event table.
+    Returns (new (key id, event) pairs, duplicates of earlier batches, conflicts)."""
+    if not events:
+        return [], 0, []
+    by_index = {e.index: e for e in events}
+    with connection.cursor() as cursor:
+        # The staging table lives for the session (no catalog churn per batch) and empties itself
+        # at commit; TRUNCATE covers a caller that ingests twice inside one outer transaction.
+        cursor.execute(_STAGING_DDL)
+        cursor.execute("TRUNCATE settlement_usage_staging")
+        raw_cursor = cursor.cursor  # the psycopg 3 cursor, for COPY
+        with raw_cursor.copy(
+            "COPY settlement_usage_staging (idx, account_id, request_id, content_hash, model_id, model_code,"
+            " input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, occurred_at, tags)"
+            " FROM STDIN"
+        ) as copy:
+            for e in events:
+                copy.write_row(
+                    (
+                        e.index,
+                        e.account_id,
+                        e.request_id,
+                        e.content_hash,
+                        e.model_id,
+                        e.model_code,
+                        *e.tokens,
+                        e.occurred_at,
+                        e.tags_json,
+                    )
+                )
+        # Keys are claimed in (account, request_id) order so two batches sharing keys queue on the
+        # unique index instead of deadlocking; the claimed ones go straight on to the event table.
+        cursor.execute(
+            """
+            WITH claimed AS (
+                INSERT INTO settlement_usagekey (account_id, request_id, content_hash, occurred_at, batch_id)
+                SELECT account_id, request_id, content_hash, occurred_at, %s
+                FROM settlement_usage_staging
+                ORDER BY account_id, request_id
+                ON CONFLICT (account_id, request_id) DO NOTHING
+                RETURNING id, account_id, request_id
+            )
+            INSERT INTO settlement_usageevent
+                (key_id, account_id, request_id, model_id, model_code, input_tokens,
+                 cached_input_tokens, cache_write_tokens, output_tokens, occurred_at, received_at,
+                 batch_id, tags)
+            SELECT c.id, s.account_id, s.request_id, s.model_id, s.model_code, s.input_tokens,
+                   s.cached_input_tokens, s.cache_write_tokens, s.output_tokens, s.occurred_at, %s,
+                   %s, s.tags::jsonb
+            FROM claimed c
+            JOIN settlement_usage_staging s ON s.account_id = c.account_id AND s.request_id = c.request_id
+            RETURNING key_id, account_id, request_id
+            """,
+            [batch_id, received_at, batch_id],
+        )
+        claimed = {(account_id, request_id): key_id for key_id, account_id, request_id in cursor.fetchall()}
+        duplicates = 0
+        conflicts: list[Rejection] = []
+        if len(claimed) < len(events):
+            cursor.execute(
+                """
+                SELECT s.idx, k.content_hash = s.content_hash
+                FROM settlement_usage_staging s
+                JOIN settlement_usagekey k ON k.account_id = s.account_id AND k.request_id = s.request_id
+                WHERE k.batch_id IS DISTINCT FROM %s
+                """,
+                [batch_id],
+            )
+            for idx, same in cursor.fetchall():
+                if same:
+                    duplicates += 1
+                else:
+                    conflicts.append(_conflict(by_index[idx]))
+    new = [
+        (claimed[(e.account_id, e.request_id)], e) for e in events if (e.account_id, e.request_id) in claimed
+    ]
+    return new, duplicates, conflicts

@@ -1,0 +1,697 @@
+"""Invoices (§7, §11.1-§11.4, §11.13): billing periods, the derivation of drafts from the usage
+rollups, manual charges, and issuing (gapless numbers, rollups marked billed, ledger postings).
+
+A draft is not money: `account_drafts_sync` re-derives it from the rollups every time the close or
+the issue job runs, and writes only when something changed. Each unbilled rollup row, and each
+pending manual charge, belongs to the period containing its day; it is billed on that period's
+invoice while that invoice is a draft (or can still be drawn), else on the latest closed period's
+invoice as a `late` line at its original unit price (§11.4).
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F
+
+from distributor.errors import Conflict, ValidationFailed
+from distributor.money import check_currency, round_minor, to_decimal
+from ledger.models import Book
+from ledger.services import credit, debit, entry_post
+from settlement.models import (
+    TOKEN_CLASSES,
+    CloseRun,
+    Invoice,
+    InvoiceLine,
+    InvoiceLineKind,
+    InvoiceStatus,
+    ManualCharge,
+    NumberCounter,
+    PeriodKind,
+    UsageRollup,
+)
+
+SHORTFALL_DESCRIPTION = "Commitment shortfall"
+TERMS_KIND = {"monthly": PeriodKind.MONTH, "quarterly": PeriodKind.QUARTER, "prepaid": PeriodKind.MONTH}
+_CLASS_ORDER = {name: i for i, name in enumerate(TOKEN_CLASSES)}
+
+
+# --- periods ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Period:
+    """A calendar month or quarter; `end` is its last calendar date (in the book's zone)."""
+
+    start: date
+    end: date
+    kind: str
+
+    @property
+    def label(self) -> str:
+        if self.kind == PeriodKind.QUARTER:
+            return f"{self.start.year}-Q{(self.start.month - 1) // 3 + 1}"
+        return f"{self.start.year}-{self.start.month:02d}"
+
+    @property
+    def months(self) -> int:
+        return 3 if self.kind == PeriodKind.QUARTER else 1
+
+    def starts_at(self, tz: zoneinfo.ZoneInfo) -> datetime:
+        return datetime.combine(self.start, time(0), tzinfo=tz)
+
+    def ends_at(self, tz: zoneinfo.ZoneInfo) -> datetime:
+        """The instant the period is over: midnight after its last date, in the book's zone."""
+        return datetime.combine(self.end + timedelta(days=1), time(0), tzinfo=tz)
+
+    def following(self) -> Period:
+        return period_of(self.kind, self.end + timedelta(days=1))
+
+    def preceding(self) -> Period:
+        return period_of(self.kind, self.start - timedelta(days=1))
+
+
+def period_of(kind: str, day: date) -> Period:
+    months = 3 if kind == PeriodKind.QUARTER else 1
+    first_month = (day.month - 1) // months * months + 1
+    start = date(day.year, first_month, 1)
+    after = date(start.year + (first_month + months - 1) // 12, (first_month + months - 1) % 12 + 1, 1)
+    return Period(start=start, end=after - timedelta(days=1), kind=kind)
+
+
+def period_from_label(label: str) -> Period:
+    try:
+        year, rest = label.split("-")
+        if rest.upper().startswith("Q"):
+            return period_of(PeriodKind.QUARTER, date(int(year), (int(rest[1:]) - 1) * 3 + 1, 1))
+        return period_of(PeriodKind.MONTH, date(int(year), int(rest), 1))
+    except (ValueError, IndexError) as exc:
+        raise ValidationFailed(
+            f"{label!r} is not a period like 2026-10 or 2026-Q4", details={"period": label}
+        ) from exc
+
+
+def book_zone(book: Book) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(book.timezone)
+
+
+def latest_ended(kind: str, now: datetime, tz: zoneinfo.ZoneInfo) -> Period:
+    """The last period of this kind that is over at `now` in the book's zone."""
+    return period_of(kind, now.astimezone(tz).date()).preceding()
+
+
+def issue_due_at(period: Period, book: Book) -> datetime:
+    """Drafts are issued grace_days after their period ended (finance may issue earlier)."""
+    return period.ends_at(book_zone(book)) + timedelta(days=book.grace_days)
+
+
+# --- manual charges --------------------------------------------------------------------------------
+
+
+def manual_charge_record(
+    *, account: Any, description: str, amount: Decimal, at: datetime, reference: str = ""
+) -> ManualCharge:
+    """An enterprise service charge for the account's invoice of the period containing `at`
+    (§11.3). It is priced in the minor unit; more places are refused rather than rounded away."""
+    amount = to_decimal(amount, field="amount")
+    if amount <= 0 or round_minor(amount, account.currency) != amount:
+        raise ValidationFailed(
+            "a manual charge is a positive amount in the minor unit", details={"amount": str(amount)}
+        )
+    if not description.strip():
+        raise ValidationFailed("a manual charge needs a description")
+    if at.tzinfo is None:
+        raise ValidationFailed("at must carry a time zone")
+    if account.terms == "prepaid":
+        raise ValidationFailed(
+            "prepaid accounts get statements, not invoices: record a top-up deduction instead",
+            details={"account": account.code},
+        )
+    with transaction.atomic():
+        if reference:
+            existing = ManualCharge.objects.filter(account=account, reference=reference).first()
+            if existing is not None:
+                if (existing.amount, existing.description, existing.at) != (amount, description, at):
+                    raise Conflict(
+                        "a manual charge with this reference was recorded with different content",
+                        details={"reference": reference},
+                    )
+                return existing
+        return ManualCharge.objects.create(
+            account=account,
+            description=description.strip(),
+            amount=amount,
+            currency=check_currency(account.currency),
+            at=at,
+            reference=reference,
+        )
+
+
+# --- the billing plan of one account ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RollupSlice:
+    """The unbilled part of one rollup row."""
+
+    id: int
+    day: date
+    model_id: int
+    model_code: str
+    token_class: str
+    unit_price: Decimal
+    tokens: int
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedLine:
+    kind: str
+    description: str
+    model_code: str
+    token_class: str
+    tokens: int | None
+    unit_price: Decimal | None
+    late: bool
+    exact_amount: Decimal
+    amount: Decimal
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.kind,
+            self.description,
+            self.model_code,
+            self.token_class,
+            self.tokens,
+            self.unit_price,
+            self.late,
+            self.exact_amount,
+            self.amount,
+        )
+
+
+@dataclass(slots=True)
+class PlannedInvoice:
+    period: Period
+    lines: list[PlannedLine] = field(default_factory=list)
+    rollup_ids: list[int] = field(default_factory=list)
+    charge_ids: list[int] = field(default_factory=list)
+
+    @property
+    def subtotal(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
+
+
+def unbilled_slices(
+    *, account_ids: Sequence[int], through: date, lock: bool = False
+) -> dict[int, list[RollupSlice]]:
+    """Unbilled postpaid rollup rows of these payers up to a date, one query. With `lock`, the rows
+    are locked in the order ingestion's upsert takes them, so the two queue instead of deadlocking."""
+    rows = UsageRollup.objects.filter(
+        payer_account_id__in=account_ids, prepaid=False, day__lte=through
+    ).exclude(amount=F("billed_amount"), tokens=F("billed_tokens"))
+    if lock:
+        rows = rows.order_by(
+            "payer_account_id", "model_id", "day", "token_class", "unit_price", "prepaid"
+        ).select_for_update()
+    found: dict[int, list[RollupSlice]] = defaultdict(list)
+    for (
+        pk,
+        payer,
+        day,
+        model_id,
+        model_code,
+        token_class,
+        unit_price,
+        tokens,
+        billed_t,
+        amount,
+        billed_a,
+    ) in rows.values_list(
+        "pk",
+        "payer_account_id",
+        "day",
+        "model_id",
+        "model_code",
+        "token_class",
+        "unit_price",
+        "tokens",
+        "billed_tokens",
+        "amount",
+        "billed_amount",
+    ):
+        found[payer].append(
+            RollupSlice(
+                id=pk,
+                day=day,
+                model_id=model_id,
+                model_code=model_code,
+                token_class=token_class,
+                unit_price=unit_price,
+                tokens=tokens - billed_t,
+                amount=amount - billed_a,
+            )
+        )
+    return found
+
+
+def pending_charges(*, account_ids: Sequence[int], through: datetime) -> dict[int, list[ManualCharge]]:
+    found: dict[int, list[ManualCharge]] = defaultdict(list)
+    for charge in ManualCharge.objects.filter(
+        account_id__in=account_ids, invoice__isnull=True, at__lt=through
+    ).order_by("at", "pk"):
+        found[charge.account_id].append(charge)
+    return found
+
+
+def closed_periods(*, book: Book, kind: str) -> set[date]:
+    return set(CloseRun.objects.filter(book=book, period_kind=kind).values_list("period_start", flat=True))
+
+
+def billing_plan(
+    *,
+    account: Any,
+    book: Book,
+    latest: Period,
+    now: datetime,
+    slices: Iterable[RollupSlice],
+    charges: Iterable[ManualCharge],
+    invoices: dict[date, Invoice],
+    closed: set[date],
+) -> dict[Period, PlannedInvoice]:
+    """Which invoice each unbilled item goes on, and the lines that makes (pure: no queries).
+
+    An item of period Q goes on Q's invoice while it is a draft, or (no invoice yet) when Q is the
+    period being closed, was never closed, or is still in grace; otherwise it is late and goes on
+    the latest closed period's invoice if that is not issued yet, else it waits for the next close.
+    """
+    tz = book_zone(book)
+    latest_invoice = invoices.get(latest.start)
+    latest_open = latest_invoice is None or latest_invoice.status == InvoiceStatus.DRAFT
+
+    def target(own: Period) -> Period | None:
+        invoice = invoices.get(own.start)
+        if invoice is not None and invoice.status == InvoiceStatus.DRAFT:
+            return own
+        if invoice is None and (own == latest or own.start not in closed or now < issue_due_at(own, book)):
+            return own
+        return latest if latest_open else None
+
+    plans: dict[Period, PlannedInvoice] = {}
+
+    def plan_for(period: Period) -> PlannedInvoice:
+        found = plans.get(period)
+        if found is None:
+            found = plans[period] = PlannedInvoice(period=period)
+        return found
+
+    kind = latest.kind
+    groups: dict[Period, dict[tuple[bool, int, str, int, Decimal], list[RollupSlice]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for item in slices:
+        own = period_of(kind, item.day)
+        goes_to = target(own)
+        if goes_to is None:
+            continue
+        late = own < goes_to
+        # §11.13: grouped by model, class and unit price, so a price version that keeps the unit
+        # price does not split a line (the rollup key already merges such rows within a day).
+        key = (late, item.model_id, item.model_code, _CLASS_ORDER.get(item.token_class, 9), item.unit_price)
+        groups[goes_to][key].append(item)
+        plan_for(goes_to).rollup_ids.append(item.id)
+
+    for period, by_key in groups.items():
+        plan = plan_for(period)
+        # Printed by model, class, then price in the order the prices came into force.
+        ordered = sorted(by_key.items(), key=lambda kv: (*kv[0][:4], min(i.day for i in kv[1]), kv[0][4]))
+        for (late, _, model_code, _, unit_price), items in ordered:
+            exact = sum((i.amount for i in items), Decimal(0))
+            plan.lines.append(
+                PlannedLine(
+                    kind=InvoiceLineKind.USAGE,
+                    description=f"{model_code} {items[0].token_class}" + (" (late usage)" if late else ""),
+                    model_code=model_code,
+                    token_class=items[0].token_class,
+                    tokens=sum(i.tokens for i in items),
+                    unit_price=unit_price,
+                    late=late,
+                    exact_amount=exact,
+                    amount=round_minor(exact, account.currency),
+                )
+            )
+
+    for charge in charges:
+        goes_to = target(period_of(kind, charge.at.astimezone(tz).date()))
+        if goes_to is None:
+            continue
+        plan = plan_for(goes_to)
+        plan.charge_ids.append(charge.pk)
+        plan.lines.append(
+            PlannedLine(
+                kind=InvoiceLineKind.CHARGE,
+                description=charge.description,
+                model_code="",
+                token_class="",
+                tokens=None,
+                unit_price=None,
+                late=False,
+                exact_amount=charge.amount,
+                amount=round_minor(charge.amount, account.currency),
+            )
+        )
+
+    commitment = account.commitment or Decimal(0)
+    if commitment > 0:
+        # §11.2: the latest period always faces its commitment; an earlier one only if it is drawn.
+        for period in sorted({latest, *plans}):
+            existing = invoices.get(period.start)
+            if existing is not None and existing.status != InvoiceStatus.DRAFT:
+                continue
+            used = sum(
+                (
+                    line.amount
+                    for line in plans[period].lines
+                    if line.kind == InvoiceLineKind.USAGE and not line.late
+                )
+                if period in plans
+                else (),
+                Decimal(0),
+            )
+            shortfall = commitment * period.months - used
+            if shortfall > 0:
+                plan_for(period).lines.append(
+                    PlannedLine(
+                        kind=InvoiceLineKind.SHORTFALL,
+                        description=SHORTFALL_DESCRIPTION,
+                        model_code="",
+                        token_class="",
+                        tokens=None,
+                        unit_price=None,
+                        late=False,
+                        exact_amount=shortfall,
+                        amount=round_minor(shortfall, account.currency),
+                    )
+                )
+
+    for plan in plans.values():
+        # §11.13: a 0.00 line is not printed (its rows are still billed with the invoice).
+        plan.lines = [line for line in plan.lines if line.amount != 0]
+    return plans
+
+
+def _tax(subtotal: Decimal, rate: Decimal, currency: str) -> Decimal:
+    return round_minor(subtotal * rate, currency)
+
+
+def draft_write(
+    *,
+    account: Any,
+    book: Book,
+    plan: PlannedInvoice | None,
+    period: Period,
+    existing: Invoice | None,
+    now: datetime,
+) -> Invoice | None:
+    """Make the draft of `period` match its plan; write nothing if it already does. A plan with no
+    lines means no invoice (§11.1): an existing draft is removed. Issued invoices are never touched."""
+    if existing is not None and existing.status != InvoiceStatus.DRAFT:
+        return existing
+    if plan is None or not plan.lines:
+        if existing is not None:
+            existing.delete()
+        return None
+    subtotal = plan.subtotal
+    tax = _tax(subtotal, account.tax_rate, account.currency)
+    header = {
+        "issuer_book": book,
+        "currency": account.currency,
+        "period_end": period.end,
+        "label": period.label,
+        "due_date": period.end + timedelta(days=account.net_days or 0),
+        "tax_rate": account.tax_rate,
+        "subtotal": subtotal,
+        "tax": tax,
+        "total": subtotal + tax,
+    }
+    if existing is None:
+        invoice = Invoice.objects.create(
+            account=account, period_kind=period.kind, period_start=period.start, drafted_at=now, **header
+        )
+    else:
+        invoice = existing
+        stored = [
+            (
+                ln.kind,
+                ln.description,
+                ln.model_code,
+                ln.token_class,
+                ln.tokens,
+                ln.unit_price,
+                ln.late,
+                ln.exact_amount,
+                ln.amount,
+            )
+            for ln in invoice.lines.order_by("position")
+        ]
+        same_header = all(
+            (getattr(invoice, "issuer_book_id") if k == "issuer_book" else getattr(invoice, k))  # noqa: B009
+            == (v.pk if k == "issuer_book" else v)
+            for k, v in header.items()
+        )
+        if same_header and stored == [line.row() for line in plan.lines]:
+            return invoice
+        for key, value in header.items():
+            setattr(invoice, key, value)
+        invoice.drafted_at = now
+        invoice.save()
+        invoice.lines.all().delete()
+    InvoiceLine.objects.bulk_create(
+        InvoiceLine(
+            invoice=invoice,
+            position=position,
+            kind=line.kind,
+            description=line.description,
+            model_code=line.model_code,
+            token_class=line.token_class,
+            tokens=line.tokens,
+            unit_price=line.unit_price,
+            late=line.late,
+            exact_amount=line.exact_amount,
+            amount=line.amount,
+        )
+        for position, line in enumerate(plan.lines, start=1)
+    )
+    return invoice
+
+
+def accounts_drafts_sync(*, accounts: Sequence[Any], book: Book, latest: Period, now: datetime) -> int:
+    """Re-derive the drafts of these accounts (one kind of terms) with set-based reads: one query
+    each for their invoices (locked), unbilled rollups and pending charges. Returns how many
+    drafts exist for `latest` afterwards. Runs inside the caller's transaction."""
+    if not accounts:
+        return 0
+    ids = [a.pk for a in accounts]
+    invoices: dict[int, dict[date, Invoice]] = defaultdict(dict)
+    for invoice in (
+        Invoice.objects.filter(account_id__in=ids, period_kind=latest.kind).order_by("pk").select_for_update()
+    ):
+        invoices[invoice.account_id][invoice.period_start] = invoice
+    slices = unbilled_slices(account_ids=ids, through=latest.end)
+    charges = pending_charges(account_ids=ids, through=latest.ends_at(book_zone(book)))
+    closed = closed_periods(book=book, kind=latest.kind)
+    drafted = 0
+    for account in accounts:
+        own = invoices[account.pk]
+        plans = billing_plan(
+            account=account,
+            book=book,
+            latest=latest,
+            now=now,
+            slices=slices.get(account.pk, ()),
+            charges=charges.get(account.pk, ()),
+            invoices=own,
+            closed=closed,
+        )
+        periods = set(plans) | {
+            period_of(latest.kind, start) for start, inv in own.items() if inv.status == InvoiceStatus.DRAFT
+        }
+        for period in sorted(periods):
+            written = draft_write(
+                account=account,
+                book=book,
+                plan=plans.get(period),
+                period=period,
+                existing=own.get(period.start),
+                now=now,
+            )
+            if written is not None and period == latest and written.status == InvoiceStatus.DRAFT:
+                drafted += 1
+    return drafted
+
+
+# --- issuing ---------------------------------------------------------------------------------------
+
+
+def number_next(*, book: Book, series: str, year: int) -> int:
+    """The next number of a gapless series, taken under a row lock held to the end of the caller's
+    transaction: a rolled-back issue gives its number back."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO settlement_numbercounter (book_id, series, year, last) VALUES (%s, %s, %s, 0)"
+            " ON CONFLICT (book_id, series, year) DO NOTHING",
+            [book.pk, series, year],
+        )
+    counter = NumberCounter.objects.select_for_update().get(book=book, series=series, year=year)
+    counter.last += 1
+    counter.save(update_fields=["last"])
+    return counter.last
+
+
+def upstream_counterparty(account: Any) -> str:
+    """Who an account owes, as seen in its own book: its parent, or the root book."""
+    if account.parent_id is not None:
+        return f"account:{account.parent.code}"
+    return f"book:{account.book.code}"
+
+
+def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
+    """Issue a draft: re-rate it, number it, mark its rollup rows and charges billed, post it to
+    both books of the hop, and apply any credit balance. Issuing an issued invoice returns it."""
+    from settlement.services.payments import credit_balance_apply
+
+    if now.tzinfo is None:
+        raise ValidationFailed("now must carry a time zone")
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().select_related("issuer_book").get(pk=invoice.pk)
+        if invoice.status != InvoiceStatus.DRAFT:
+            return invoice
+        from accounts.models import Account
+
+        account = Account.objects.select_related("book", "own_book", "parent").get(pk=invoice.account_id)
+        book = invoice.issuer_book
+        tz = book_zone(book)
+        period = period_of(invoice.period_kind, invoice.period_start)
+        latest = max(latest_ended(period.kind, now, tz), period)
+        others = {
+            inv.period_start: inv
+            for inv in Invoice.objects.filter(account=account, period_kind=period.kind).exclude(pk=invoice.pk)
+        }
+        slices = unbilled_slices(account_ids=[account.pk], through=latest.end, lock=True)
+        charges = pending_charges(account_ids=[account.pk], through=latest.ends_at(tz))
+        plans = billing_plan(
+            account=account,
+            book=book,
+            latest=latest,
+            now=now,
+            slices=slices.get(account.pk, ()),
+            charges=charges.get(account.pk, ()),
+            invoices={**others, invoice.period_start: invoice},
+            closed=closed_periods(book=book, kind=period.kind),
+        )
+        plan = plans.get(period)
+        if plan is None or not plan.lines:
+            draft_write(account=account, book=book, plan=None, period=period, existing=invoice, now=now)
+            raise Conflict(
+                "this draft has nothing left to bill and was removed",
+                details={"account": account.code, "period": period.label},
+            )
+        written = draft_write(account=account, book=book, plan=plan, period=period, existing=invoice, now=now)
+        assert written is not None
+        invoice = written
+        issue_date = now.astimezone(tz).date()
+        sequence = number_next(book=book, series="INV", year=issue_date.year)
+        invoice.number = f"{book.code.upper()}-{issue_date.year}-{sequence:06d}"
+        invoice.status = InvoiceStatus.ISSUED
+        invoice.issue_date = issue_date
+        invoice.issued_at = now
+        invoice.save()
+        if plan.rollup_ids:
+            UsageRollup.objects.filter(pk__in=plan.rollup_ids).update(
+                billed_amount=F("amount"), billed_tokens=F("tokens")
+            )
+        if plan.charge_ids:
+            ManualCharge.objects.filter(pk__in=plan.charge_ids).update(invoice=invoice)
+        _invoice_post(invoice=invoice, account=account)
+        credit_balance_apply(account=account, invoice=invoice, now=now)
+        transaction.on_commit(lambda: _credit_refresh([account.pk]))
+    invoice.refresh_from_db()
+    return invoice
+
+
+def _invoice_post(*, invoice: Invoice, account: Any) -> None:
+    cur, cp = invoice.currency, f"account:{account.code}"
+    if invoice.total <= 0:
+        return
+    legs = [debit("receivables", invoice.total, cur, cp)]
+    if invoice.subtotal > 0:
+        legs.append(credit("revenue", invoice.subtotal, cur, cp))
+    if invoice.tax > 0:
+        legs.append(credit("tax_payable", invoice.tax, cur))
+    key = f"invoice:{invoice.pk}"
+    description = f"Invoice {invoice.number} to {account.code} for {invoice.label}"
+    entry_post(
+        book=invoice.issuer_book,
+        idempotency_key=key,
+        occurred_at=invoice.issued_at or invoice.drafted_at,
+        legs=legs,
+        description=description,
+        source_type="invoice",
+        source_id=str(invoice.pk),
+    )
+    if account.own_book_id is not None:
+        upstream = upstream_counterparty(account)
+        entry_post(
+            book=account.own_book,
+            idempotency_key=key,
+            occurred_at=invoice.issued_at or invoice.drafted_at,
+            legs=[
+                debit("cost_of_sales", invoice.total, cur, upstream),
+                credit("upstream_payables", invoice.total, cur, upstream),
+            ],
+            description=f"Invoice {invoice.number} from {upstream} for {invoice.label}",
+            source_type="invoice",
+            source_id=str(invoice.pk),
+        )
+
+
+def _credit_refresh(account_ids: list[int]) -> None:
+    from settlement.services.credit_control import credit_states_refresh
+
+    credit_states_refresh(account_ids=account_ids)
+
+
+def drafts_issue_due(*, book: Book, now: datetime) -> list[Invoice]:
+    """Bring the book's drafts up to date (the close), then issue every draft whose period ended
+    grace_days or more before `now`, each in its own transaction, in period then account order."""
+    from settlement.services.close import close_run
+
+    close_run(book=book, now=now)
+    issued: list[Invoice] = []
+    for invoice in Invoice.objects.filter(issuer_book=book, status=InvoiceStatus.DRAFT).order_by(
+        "period_start", "account_id"
+    ):
+        period = period_of(invoice.period_kind, invoice.period_start)
+        if issue_due_at(period, book) <= now:
+            issued.append(invoice_issue(invoice=invoice, now=now))
+    return issued
+
+
+def invoice_status_settle(invoice: Invoice) -> None:
+    """Set paid / partially_paid / issued from the amounts (not for void or written-off ones)."""
+    if invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID, InvoiceStatus.WRITTEN_OFF):
+        return
+    if invoice.open_amount <= 0:
+        # Settled: by payments (paid), or wholly by credit notes with nothing paid (void).
+        invoice.status = InvoiceStatus.PAID if invoice.paid_amount > 0 else InvoiceStatus.VOID
+    elif invoice.paid_amount > 0:
+        invoice.status = InvoiceStatus.PARTIALLY_PAID
+    else:
+        invoice.status = InvoiceStatus.ISSUED

@@ -1,0 +1,396 @@
+"""Cascade rating of newly landed usage (§4, §5, §11.5, §11.12).
+
+Every new event is rated at each hop of its account's cascade: the leaf owes its parent at the
+leaf's price, the parent owes its own parent at its price, up to the root's direct child. The batch
+is aggregated in Python first (per payer, model, day, token class and unit price), then each rollup
+table gets one upsert statement, so a batch of 10,000 events touches hundreds of rows, not thousands.
+Amounts are exact: tokens x unit price / 1,000,000, never rounded (§2).
+
+The root's side of the cascade is the upstream cost: one draw from the provider's prepaid quota per
+(root book, provider, model, day) and batch. Prepaid payers are drawn down as usage lands: one
+ledger entry per payer and batch in the payee's book (§11.12); postpaid hops post nothing here (the
+invoice books their revenue at the close).
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+
+from ledger.models import Book
+from ledger.services import EntryDraft, credit, debit, entries_post
+from settlement.models import TOKEN_CLASSES
+from settlement.services.validation import ParsedEvent
+
+MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    """What rating and credit control need to know about an account of the tree."""
+
+    id: int
+    code: str
+    currency: str
+    terms: str
+    status: str
+    book_id: int
+    ancestor_ids: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class RatingOutcome:
+    """What a batch's rating changed, for the caller's report and the credit cache refresh."""
+
+    rollup_rows: int = 0
+    upstream_rows: int = 0
+    drawdowns: dict[str, Decimal] = field(default_factory=dict)
+    touched_account_ids: set[int] = field(default_factory=set)
+
+
+_zones: dict[str, zoneinfo.ZoneInfo] = {}
+
+
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    found = _zones.get(name)
+    if found is None:
+        found = _zones[name] = zoneinfo.ZoneInfo(name)
+    return found
+
+
+def book_zones(book_ids: Iterable[int]) -> dict[int, zoneinfo.ZoneInfo]:
+    return {
+        pk: zone(tz) for pk, tz in Book.objects.filter(pk__in=set(book_ids)).values_list("pk", "timezone")
+    }
+
+
+def day_start(moment: datetime, tz: zoneinfo.ZoneInfo) -> datetime:
+    """The start of `moment`'s day in `tz`. Prices take effect at day starts in the book's zone, so
+    one cascade lookup per (account, model, day) prices every event of that day."""
+    return datetime.combine(moment.astimezone(tz).date(), time(0), tzinfo=tz)
+
+
+def cascades_load(keys: Iterable[tuple[int, str, datetime]]) -> dict[tuple[int, str, datetime], Any]:
+    """One query for every distinct (account, model, day start) of the batch."""
+    from accounts.selectors import cascade_prices_many
+
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return {}
+    return dict(cascade_prices_many(requests=wanted))
+
+
+def price_problem(event: ParsedEvent, cascade: Any, unpriced: frozenset[str]) -> str | None:
+    """Why this event cannot be rated, or None: a class with tokens must be priced at every hop and
+    upstream, at the time the call happened. `unpriced` is `unpriced_classes(cascade)`."""
+    if cascade is None or cascade.list_price_version_id is None:
+        return f"no price for {event.model_code} at {_when(event)}"
+    if unpriced:
+        for token_class, tokens in zip(TOKEN_CLASSES, event.tokens, strict=True):
+            if tokens and token_class in unpriced:
+                return f"no price for {token_class} tokens of {event.model_code} at {_when(event)}"
+    return None
+
+
+def unpriced_classes(cascade: Any) -> frozenset[str]:
+    """The token classes that the list or some hop has no price for (computed once per cascade)."""
+    return frozenset(
+        c
+        for c in TOKEN_CLASSES
+        if cascade.list_prices.get(c) is None or any(hop.prices.get(c) is None for hop in cascade.hops)
+    )
+
+
+def _when(event: ParsedEvent) -> str:
+    return event.occurred_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(slots=True)
+class _Line:
+    payee_book_id: int
+    payee_account_id: int | None
+    model_code: str
+    currency: str
+    price_list_id: int | None
+    tokens: int = 0
+    amount: Decimal = Decimal(0)
+
+
+@dataclass(slots=True)
+class _Upstream:
+    model_code: str
+    currency: str
+    tokens: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    list_charge: Decimal = Decimal(0)
+
+
+def usage_rate(
+    *,
+    events: list[ParsedEvent],
+    cascades: dict[tuple[int, str, datetime], Any],
+    payers: dict[int, Payer],
+    zones: dict[int, zoneinfo.ZoneInfo],
+    received_at: datetime,
+    batch_key: str,
+    providers: dict[int, tuple[str, str]],
+) -> RatingOutcome:
+    """Rate the batch's new events into the rollups, draw the upstream cost and the prepaid
+    wallets. Runs inside the ingestion transaction: a failure leaves no trace."""
+    outcome = RatingOutcome()
+    if not events:
+        return outcome
+
+    # 1. Sum tokens per (cascade, local day in each book's zone) so prices multiply once per group.
+    zone_list = sorted(set(zones.values()), key=str)
+    zone_index = {tz: i for i, tz in enumerate(zone_list)}
+    groups: dict[tuple[tuple[int, str, datetime], tuple[date, ...]], list[int]] = {}
+    for event in events:
+        assert event.cascade_key is not None
+        days = tuple(event.occurred_at.astimezone(tz).date() for tz in zone_list)
+        counts = groups.get((event.cascade_key, days))
+        if counts is None:
+            groups[(event.cascade_key, days)] = list(event.tokens)
+        else:
+            for i, tokens in enumerate(event.tokens):
+                counts[i] += tokens
+
+    # 2. Price every hop of every group.
+    lines: dict[tuple[int, int, date, str, Decimal, bool], _Line] = {}
+    upstream: dict[tuple[int, int, int, date], _Upstream] = {}
+    drawdowns: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    for (key, days), counts in groups.items():
+        cascade = cascades[key]
+        for hop in cascade.hops:
+            payer = payers[hop.payer_id]
+            day = days[zone_index[zones[hop.payee_book_id]]]
+            prepaid = hop.terms == "prepaid"
+            outcome.touched_account_ids.add(hop.payer_id)
+            for token_class, tokens in zip(TOKEN_CLASSES, counts, strict=True):
+                if not tokens:
+                    continue
+                unit_price = hop.prices[token_class]
+                amount = tokens * unit_price / MILLION
+                line_key = (hop.payer_id, cascade.model_id, day, token_class, unit_price, prepaid)
+                line = lines.get(line_key)
+                if line is None:
+                    line = lines[line_key] = _Line(
+                        payee_book_id=hop.payee_book_id,
+                        payee_account_id=hop.payee_account_id,
+                        model_code=key[1],
+                        currency=payer.currency,
+                        price_list_id=hop.price_list_id,
+                    )
+                line.tokens += tokens
+                line.amount += amount
+                if prepaid:
+                    drawdowns[(hop.payee_book_id, hop.payer_id)] += amount
+        root_day = days[zone_index[zones[cascade.root_book_id]]]
+        up_key = (cascade.root_book_id, cascade.provider_id, cascade.model_id, root_day)
+        up = upstream.get(up_key)
+        if up is None:
+            up = upstream[up_key] = _Upstream(model_code=key[1], currency=providers[cascade.provider_id][1])
+        for i, (token_class, tokens) in enumerate(zip(TOKEN_CLASSES, counts, strict=True)):
+            if tokens:
+                up.tokens[i] += tokens
+                up.list_charge += tokens * cascade.list_prices[token_class] / MILLION
+
+    outcome.rollup_rows = _rollups_upsert(lines)
+    outcome.upstream_rows = _upstream_draw_and_upsert(upstream, providers, received_at, batch_key)
+    outcome.drawdowns = _drawdowns_post(drawdowns, payers, received_at, batch_key)
+    return outcome
+
+
+def _rollups_upsert(lines: dict[tuple[int, int, date, str, Decimal, bool], _Line]) -> int:
+    if not lines:
+        return 0
+    # Sorted by the unique key: concurrent batches take the rollup row locks in one order.
+    ordered = sorted(lines.items(), key=lambda item: item[0])
+    columns: list[list[Any]] = [[] for _ in range(13)]
+    for (payer_id, model_id, day, token_class, unit_price, prepaid), line in ordered:
+        for i, value in enumerate(
+            (
+                payer_id,
+                line.payee_book_id,
+                line.payee_account_id,
+                model_id,
+                line.model_code,
+                day,
+                token_class,
+                unit_price,
+                line.currency,
+                prepaid,
+                line.price_list_id,
+                line.tokens,
+                line.amount,
+            )
+        ):
+            columns[i].append(value)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO settlement_usagerollup
+                (payer_account_id, payee_book_id, payee_account_id, model_id, model_code, day,
+                 token_class, unit_price, currency, prepaid, price_list_id, tokens, amount,
+                 billed_tokens, billed_amount, updated_at)
+            SELECT p, b, pa, m, mc, d, tc, up, cur, pp, pl, t, a, 0, 0, now()
+            FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::date[],
+                        %s::text[], %s::numeric[], %s::text[], %s::boolean[], %s::bigint[], %s::bigint[],
+                        %s::numeric[]) WITH ORDINALITY AS t(p, b, pa, m, mc, d, tc, up, cur, pp, pl, t, a, n)
+            ORDER BY n
+            ON CONFLICT (payer_account_id, model_id, day, token_class, unit_price, prepaid) DO UPDATE
+               SET tokens = settlement_usagerollup.tokens + EXCLUDED.tokens,
+                   amount = settlement_usagerollup.amount + EXCLUDED.amount,
+                   updated_at = now()
+            """,
+            columns,
+        )
+    return len(ordered)
+
+
+def _upstream_draw_and_upsert(
+    upstream: dict[tuple[int, int, int, date], _Upstream],
+    providers: dict[int, tuple[str, str]],
+    received_at: datetime,
+    batch_key: str,
+) -> int:
+    if not upstream:
+        return 0
+    from procurement.models import Provider, ProviderModel
+    from procurement.services import UpstreamCostRequest, upstream_cost_draw_many
+
+    ordered = sorted(upstream.items(), key=lambda item: item[0])
+    books = Book.objects.in_bulk({key[0] for key, _ in ordered})
+    provider_rows = Provider.objects.in_bulk({key[1] for key, _ in ordered})
+    model_rows = ProviderModel.objects.in_bulk({key[2] for key, _ in ordered})
+    costs: dict[tuple[int, int, int, date], tuple[Decimal, Decimal]] = {}
+    for book_id in sorted({key[0] for key, _ in ordered}):
+        keys = [key for key, up in ordered if key[0] == book_id and up.list_charge > 0]
+        # One draw per provider, model and day of the batch, all in one call per root book; the key
+        # names the batch's new key ids, so a retried batch draws nothing twice.
+        drawn = upstream_cost_draw_many(
+            book=books[book_id],
+            requests=[
+                UpstreamCostRequest(
+                    provider=provider_rows[provider_id],
+                    list_charge=upstream[key].list_charge,
+                    currency=upstream[key].currency,
+                    at=received_at,
+                    idempotency_key=f"usage:{batch_key}:{model_id}:{day.isoformat()}",
+                    model=model_rows[model_id],
+                )
+                for key in keys
+                for (_, provider_id, model_id, day) in [key]
+            ],
+        )
+        for key, result in zip(keys, drawn, strict=True):
+            costs[key] = (result.cost, result.accrued_list)
+    columns: list[list[Any]] = [[] for _ in range(13)]
+    for (book_id, provider_id, model_id, day), up in ordered:
+        cost, accrued = costs.get((book_id, provider_id, model_id, day), (Decimal(0), Decimal(0)))
+        for i, value in enumerate(
+            (book_id, provider_id, model_id, up.model_code, day, up.currency, *up.tokens, up.list_charge)
+        ):
+            columns[i].append(value)
+        columns[11].append(cost)
+        columns[12].append(accrued)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO settlement_upstreamcostrollup
+                (book_id, provider_id, model_id, model_code, day, currency, input_tokens,
+                 cached_input_tokens, cache_write_tokens, output_tokens, list_charge, cost, accrued_list,
+                 updated_at)
+            SELECT b, p, m, mc, d, cur, i, ci, cw, o, lc, c, al, now()
+            FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::date[], %s::text[],
+                        %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[], %s::numeric[],
+                        %s::numeric[]) WITH ORDINALITY AS t(b, p, m, mc, d, cur, i, ci, cw, o, lc, c, al, n)
+            ORDER BY n
+            ON CONFLICT (book_id, provider_id, model_id, day) DO UPDATE
+               SET input_tokens = settlement_upstreamcostrollup.input_tokens + EXCLUDED.input_tokens,
+                   cached_input_tokens = settlement_upstreamcostrollup.cached_input_tokens
+                                         + EXCLUDED.cached_input_tokens,
+                   cache_write_tokens = settlement_upstreamcostrollup.cache_write_tokens
+                                        + EXCLUDED.cache_write_tokens,
+                   output_tokens = settlement_upstreamcostrollup.output_tokens + EXCLUDED.output_tokens,
+                   list_charge = settlement_upstreamcostrollup.list_charge + EXCLUDED.list_charge,
+                   cost = settlement_upstreamcostrollup.cost + EXCLUDED.cost,
+                   accrued_list = settlement_upstreamcostrollup.accrued_list + EXCLUDED.accrued_list,
+                   updated_at = now()
+            """,
+            columns,
+        )
+    return len(ordered)
+
+
+def _wallets_lock(book_id: int, payers: list[Payer]) -> dict[int, Decimal]:
+    """Lock and read the wallets (customer deposits per counterparty) of these payers in one book.
+    Locked in counterparty order, the order the ledger's balance upsert uses, so a concurrent
+    batch for the same wallet waits instead of drawing the same money twice."""
+    by_counterparty = {f"account:{p.code}": p for p in payers}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT b.counterparty, b.currency, b.credits - b.debits
+            FROM ledger_accountbalance b
+            JOIN ledger_ledgeraccount la ON la.id = b.ledger_account_id
+            WHERE la.book_id = %s AND la.code = 'customer_deposits' AND b.counterparty = ANY(%s)
+            ORDER BY b.counterparty, b.currency
+            FOR UPDATE OF b
+            """,
+            [book_id, sorted(by_counterparty)],
+        )
+        wallets: dict[int, Decimal] = {}
+        for counterparty, currency, balance in cursor.fetchall():
+            payer = by_counterparty[counterparty]
+            if currency == payer.currency:
+                wallets[payer.id] = balance
+    return wallets
+
+
+def _drawdowns_post(
+    drawdowns: dict[tuple[int, int], Decimal],
+    payers: dict[int, Payer],
+    received_at: datetime,
+    batch_key: str,
+) -> dict[str, Decimal]:
+    """§11.12: debit the wallet up to its balance, debit receivables for any shortfall, credit
+    revenue; the wallet never goes below zero."""
+    posted: dict[str, Decimal] = {}
+    by_book: dict[int, list[tuple[Payer, Decimal]]] = defaultdict(list)
+    for (book_id, payer_id), amount in drawdowns.items():
+        if amount > 0:
+            by_book[book_id].append((payers[payer_id], amount))
+    for book_id in sorted(by_book):
+        items = sorted(by_book[book_id], key=lambda item: item[0].code)
+        wallets = _wallets_lock(book_id, [payer for payer, _ in items])
+        drafts: list[EntryDraft] = []
+        for payer, amount in items:
+            wallet = max(wallets.get(payer.id, Decimal(0)), Decimal(0))
+            from_wallet = min(wallet, amount)
+            shortfall = amount - from_wallet
+            counterparty = f"account:{payer.code}"
+            legs = [credit("revenue", amount, payer.currency, counterparty)]
+            if from_wallet > 0:
+                legs.append(debit("customer_deposits", from_wallet, payer.currency, counterparty))
+            if shortfall > 0:
+                legs.append(debit("receivables", shortfall, payer.currency, counterparty))
+            drafts.append(
+                EntryDraft(
+                    idempotency_key=f"usage-drawdown:{batch_key}:{payer.code}",
+                    occurred_at=received_at,
+                    legs=legs,
+                    description=f"Usage drawdown of {payer.code}",
+                    source_type="usage_batch",
+                    source_id=batch_key,
+                )
+            )
+            posted[payer.code] = amount
+        entries_post(book=Book.objects.get(pk=book_id), drafts=drafts)
+    return posted

@@ -1,0 +1,230 @@
+"""Credit control (§6, §11.8) and the gateway's HTTP calls: authorize from the cache, ancestors'
+holds stop the subtree, and the batch endpoint's 400s."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+
+from settlement.models import UsageBatch
+from settlement.services import authorization_for, credit_states_refresh, usage_ingest
+from tests.settlement.test_ingestion import (
+    RECEIVED,
+    UsageEventFactory,
+    World,
+    acme_big_call,
+    devsolo_calls,
+    world_build,
+)
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    return world_build()
+
+
+def set_status(account: Any, status: str) -> None:
+    """What the accounts side does on a status change: save it, then refresh the cache entry."""
+    type(account).objects.filter(pk=account.pk).update(status=status)
+    account.refresh_from_db()
+    credit_states_refresh(account_ids=[account.pk])
+
+
+def test_postpaid_available_is_limit_less_unbilled(world: World) -> None:
+    assert authorization_for(account=world.acme) == {
+        "allowed": True,
+        "reason": "ok",
+        "available": Decimal("10000.00"),
+        "currency": "USD",
+    }
+    usage_ingest(events=[acme_big_call()], service=True, received_at=RECEIVED)
+    # Ingestion refreshed the cache: acme 10000 - 1150 = 8850; beta 20000 - 1104 = 18896;
+    # alpha 50000 - 1058 = 48942.
+    assert authorization_for(account=world.acme)["available"] == Decimal("8850")
+    assert authorization_for(account=world.beta)["available"] == Decimal("18896")
+    assert authorization_for(account=world.alpha)["available"] == Decimal("48942")
+
+
+def test_prepaid_available_is_the_wallet(world: World) -> None:
+    assert authorization_for(account=world.devsolo)["available"] == Decimal("100")
+    result = usage_ingest(
+        events=devsolo_calls(100), service=True, received_at=datetime(2026, 10, 30, tzinfo=UTC)
+    )
+    assert result.accepted == 100
+    # 100 calls: 4,000,000 x 0.3165 / 1M + 1,000,000 x 2.69025 / 1M = 1.266 + 2.69025 = 3.95625.
+    assert authorization_for(account=world.devsolo)["available"] == Decimal("96.04375")
+
+
+def test_an_ancestors_hold_stops_the_whole_subtree(world: World) -> None:
+    # Prime the cache for the whole chain, then hold alpha: one refresh of alpha's entry suffices.
+    assert authorization_for(account=world.acme)["reason"] == "ok"
+    set_status(world.alpha, "on_hold")
+    assert authorization_for(account=world.acme) == {
+        "allowed": False,
+        "reason": "ancestor:alpha",
+        "available": Decimal("10000.00"),
+        "currency": "USD",
+    }
+    assert authorization_for(account=world.beta)["reason"] == "ancestor:alpha"
+    assert authorization_for(account=world.alpha)["reason"] == "on_hold"
+    assert authorization_for(account=world.devsolo)["reason"] == "ok"
+
+
+@pytest.mark.parametrize("status", ["on_hold", "suspended", "closed"])
+def test_the_accounts_own_status_is_the_reason(world: World, status: str) -> None:
+    set_status(world.acme, status)
+    answer = authorization_for(account=world.acme)
+    assert (answer["allowed"], answer["reason"]) == (False, status)
+
+
+def test_no_credit_when_available_is_used_up(world: World) -> None:
+    type(world.acme).objects.filter(pk=world.acme.pk).update(credit_limit=Decimal("1150.00"))
+    usage_ingest(events=[acme_big_call()], service=True, received_at=RECEIVED)
+    # 1150.00 - 1150 unbilled = 0: not allowed.
+    answer = authorization_for(account=world.acme)
+    assert (answer["allowed"], answer["reason"], answer["available"]) == (False, "no_credit", Decimal("0"))
+
+
+def test_a_cache_miss_is_recomputed_from_the_database(world: World) -> None:
+    usage_ingest(events=[acme_big_call()], service=True, received_at=RECEIVED)
+    cache.clear()
+    assert authorization_for(account=world.acme)["available"] == Decimal("8850")
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+def api(secret: str) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+
+def post_batch(client: Client, body: Any) -> Any:
+    payload = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.post("/api/v1/usage/batches", data=payload, content_type="application/json")
+
+
+@pytest.fixture
+def acme_key(world: World) -> str:
+    from accounts.services import api_key_create
+
+    return api_key_create(account=world.acme, scopes=["usage"])[1]
+
+
+@pytest.fixture
+def beta_key(world: World) -> str:
+    from accounts.services import api_key_create
+
+    return api_key_create(account=world.beta, scopes=["usage"])[1]
+
+
+def test_an_accounts_key_posts_its_usage(acme_key: str) -> None:
+    event = UsageEventFactory(request_id="h-1")
+    event.pop("account")
+    response = post_batch(
+        api(acme_key), {"events": [event, UsageEventFactory(request_id="h-2", account="beta")]}
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": 1,
+        "rejections": [
+            {
+                "index": 1,
+                "request_id": "h-2",
+                "code": "out_of_scope",
+                "reason": "account 'beta' is outside the caller's scope",
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("{not json", "the body is not valid JSON"),
+        ("[1, 2]", 'the body must be a JSON object like {"events": [...]}'),
+        ({"events": {"a": 1}}, "events must be a list"),
+        ({"events": [{}] * 10_001}, "a batch holds at most 10000 events, got 10001"),
+    ],
+)
+def test_a_malformed_body_is_a_400_that_writes_nothing(acme_key: str, body: Any, message: str) -> None:
+    response = post_batch(api(acme_key), body)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == message
+    assert UsageBatch.objects.count() == 0
+
+
+def test_authorization_is_scoped_to_the_callers_subtree(beta_key: str, world: World) -> None:
+    client = api(beta_key)
+    response = client.get("/api/v1/accounts/acme/authorization")
+    assert response.status_code == 200
+    assert response.json() == {
+        "account": "acme",
+        "allowed": True,
+        "reason": "ok",
+        "available": {"amount": "10000", "currency": "USD"},
+    }
+    assert client.get("/api/v1/accounts/alpha/authorization").status_code == 404
+    assert client.get("/api/v1/accounts/devsolo/authorization").status_code == 404
+    assert client.get("/api/v1/accounts/nobody/authorization").status_code == 404
+
+
+def test_the_schema_documents_both_calls(db: None) -> None:
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    assert "post" in schema["paths"]["/api/v1/usage/batches"]
+    assert "get" in schema["paths"]["/api/v1/accounts/{code}/authorization"]
+
+
+def test_the_service_key_posts_for_any_account_and_needs_the_account_named(world: World) -> None:
+    from accounts.services import api_key_create
+
+    _, secret = api_key_create(account=None, scopes=["usage"])
+    unnamed = UsageEventFactory(request_id="s-2")
+    unnamed.pop("account")
+    response = post_batch(
+        api(secret), {"events": [UsageEventFactory(request_id="s-1", account="devsolo"), unnamed]}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (1, 1)
+    assert body["rejections"][0]["reason"] == "account is required with a service key"
+    # The service key may ask about any account.
+    assert api(secret).get("/api/v1/accounts/alpha/authorization").json()["reason"] == "ok"
+
+
+def test_a_key_without_the_usage_scope_may_not_post(world: World) -> None:
+    from accounts.services import api_key_create
+
+    _, secret = api_key_create(account=world.acme, scopes=["read"])
+    response = post_batch(api(secret), {"events": [UsageEventFactory()]})
+    assert response.status_code == 403
+    assert UsageBatch.objects.count() == 0
+
+
+def test_no_key_is_401(db: None) -> None:
+    assert (
+        Client().post("/api/v1/usage/batches", data="{}", content_type="application/json").status_code == 401
+    )
+
+
+def test_an_ancestor_without_credit_blocks_its_subtree(world: World) -> None:
+    # beta may owe alpha at most 1000.00; acme's call puts 1104 of unbilled usage on beta's account.
+    type(world.beta).objects.filter(pk=world.beta.pk).update(credit_limit=Decimal("1000.00"))
+    usage_ingest(events=[acme_big_call()], service=True, received_at=RECEIVED)
+    # beta: 1000.00 - 1104 = -104 <= 0, so acme (8850 available of its own) is refused.
+    assert authorization_for(account=world.beta)["reason"] == "no_credit"
+    answer = authorization_for(account=world.acme)
+    assert (answer["allowed"], answer["reason"], answer["available"]) == (
+        False,
+        "ancestor:beta",
+        Decimal("8850"),
+    )

@@ -1,0 +1,91 @@
+"""The hand-written event validator (§5): every shape error gets a reason a person can act on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from settlement.services.validation import ParsedEvent, Rejection, content_hash, event_parse
+
+RECEIVED = datetime(2026, 10, 15, 10, 0, tzinfo=UTC)
+
+
+def parse(raw: object, *, default_account: str | None = None) -> ParsedEvent | Rejection:
+    return event_parse(7, raw, default_account=default_account, received_at=RECEIVED)
+
+
+def good(**overrides: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "request_id": "r-1",
+        "account": "acme",
+        "model": "glm-5",
+        "input_tokens": 40000,
+        "output_tokens": 10000,
+        "occurred_at": "2026-10-15T09:59:00Z",
+    }
+    event.update(overrides)
+    return {k: v for k, v in event.items() if v is not None}
+
+
+def test_a_good_event_is_parsed_with_missing_classes_as_zero() -> None:
+    event = parse(good(tags={"project": "x"}))
+    assert isinstance(event, ParsedEvent)
+    # cached_input and cache_write were absent: they count as 0.
+    assert event.tokens == (40000, 0, 0, 10000)
+    assert event.occurred_at == datetime(2026, 10, 15, 9, 59, tzinfo=UTC)
+    assert event.tags_json == '{"project":"x"}'
+
+
+def test_an_accounts_own_key_defaults_the_account() -> None:
+    event = parse(good(account=None), default_account="devsolo")
+    assert isinstance(event, ParsedEvent) and event.account_code == "devsolo"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "reason"),
+    [
+        ("not an object", "invalid", "an event must be a JSON object"),
+        (good(request_id=""), "invalid", "request_id must be a string of 1 to 200 characters"),
+        (good(request_id="x" * 201), "invalid", "request_id must be a string of 1 to 200 characters"),
+        (good(request_id=12), "invalid", "request_id must be a string of 1 to 200 characters"),
+        (good(account=None), "invalid", "account is required with a service key"),
+        (good(model=""), "invalid", "model must be a model code"),
+        (good(input_tokens=-1), "negative_tokens", "input_tokens must not be negative"),
+        (good(output_tokens=1.5), "invalid", "output_tokens must be an integer"),
+        (good(output_tokens="10"), "invalid", "output_tokens must be an integer"),
+        (good(cached_input_tokens=True), "invalid", "cached_input_tokens must be an integer"),
+        (good(occurred_at="2026-10-15T09:59:00"), "invalid", "occurred_at must carry a time zone"),
+        (
+            good(occurred_at="yesterday"),
+            "invalid",
+            "occurred_at must be an ISO 8601 timestamp with a time zone",
+        ),
+        # 10:05:01 is 5 minutes and 1 second after the batch was received at 10:00.
+        (
+            good(occurred_at="2026-10-15T10:05:01Z"),
+            "future_timestamp",
+            "occurred_at is more than 5 minutes after the batch was received",
+        ),
+        (good(tags=["a"]), "invalid", "tags must be an object"),
+        (good(input_token=5), "invalid", "unknown field 'input_token'"),
+    ],
+)
+def test_each_refusal_names_what_to_fix(raw: object, code: str, reason: str) -> None:
+    rejection = parse(raw)
+    assert isinstance(rejection, Rejection)
+    assert (rejection.index, rejection.code, rejection.reason) == (7, code, reason)
+
+
+def test_five_minutes_ahead_is_still_accepted() -> None:
+    assert isinstance(parse(good(occurred_at="2026-10-15T10:05:00Z")), ParsedEvent)
+
+
+def test_the_same_call_in_another_zone_hashes_the_same() -> None:
+    utc = parse(good(occurred_at="2026-10-15T09:59:00Z"))
+    shanghai = parse(good(occurred_at="2026-10-15T17:59:00+08:00"))
+    other = parse(good(output_tokens=10001))
+    assert (
+        isinstance(utc, ParsedEvent) and isinstance(shanghai, ParsedEvent) and isinstance(other, ParsedEvent)
+    )
+    assert content_hash(utc) == content_hash(shanghai) != content_hash(other)
