@@ -1,0 +1,330 @@
+"""Plays a parsed scenario on a simulated clock through the project's own services.
+
+The world (book, providers and their list prices, the account tree and its price lists) is built
+first; then the story runs in order of `at` (equal times keep file order), each action dispatched
+through `HANDLERS`. Handlers call services only, never the ORM, and pass the event's `at` as the
+time. Service modules are imported inside the handlers: an app that has not landed yet makes its
+actions `ScenarioActionPending` instead of breaking the whole command at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from distributor.errors import ApplicationError
+from ledger.models import Book
+from settlement.scenario import spec
+from settlement.scenario.spec import Scenario, StoryEvent
+
+
+class ScenarioActionPending(ApplicationError):
+    """The action needs a part of the project that is not built yet; the run does not pretend."""
+
+    code = "scenario_action_pending"
+
+
+class ScenarioRefused(ApplicationError):
+    """A service refused a story event (a business rule); the run stops there."""
+
+    code = "scenario_refused"
+
+
+@dataclass
+class ScenarioRun:
+    """The state of one run: the clock, what the world setup created, and what happened."""
+
+    scenario: Scenario
+    as_of: datetime
+    skip_pending: bool = False
+    say: Callable[[str], None] = print
+    now: datetime | None = None
+    book: Book | None = None
+    providers: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    accounts: dict[str, Any] = field(default_factory=dict)
+    # Counters that later report sections read (ingestion, issue 4).
+    ingestion: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "duplicates": 0, "rejected": 0})
+    pending: list[str] = field(default_factory=list)
+    not_played: list[StoryEvent] = field(default_factory=list)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.scenario.book.timezone)
+
+    @property
+    def root(self) -> Book:
+        assert self.book is not None, "the book is created before anything else"
+        return self.book
+
+    def day_start(self, day: date) -> datetime:
+        """A `from:` date means the start of that day in the book's zone."""
+        return datetime.combine(day, time(0), tzinfo=self.zone)
+
+    def account(self, code: str, *, action: str) -> Any:
+        try:
+            return self.accounts[code]
+        except KeyError:
+            raise ScenarioActionPending(
+                f"{action} needs account {code!r}, which was not created (accounts wait for issue 3)"
+            ) from None
+
+    def provider(self, code: str, *, action: str) -> Any:
+        try:
+            return self.providers[code]
+        except KeyError:
+            raise ScenarioActionPending(
+                f"{action} needs provider {code!r}, which was not created (procurement waits for issue 3)"
+            ) from None
+
+
+def _service(module: str, name: str, *, action: str, waits_for: str) -> Callable[..., Any]:
+    """The service function `module.name`, or ScenarioActionPending if it has not landed yet."""
+    found = _optional_service(module, name)
+    if found is None:
+        raise ScenarioActionPending(f"{action} waits for {waits_for} ({module}.{name} is not there yet)")
+    return found
+
+
+def _optional_service(module: str, name: str) -> Callable[..., Any] | None:
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError:
+        return None
+    found = getattr(loaded, name, None)
+    return found if callable(found) else None
+
+
+# --- the world -----------------------------------------------------------------------------------
+
+
+def _book_build(run: ScenarioRun) -> None:
+    from ledger.services import book_create
+
+    b = run.scenario.book
+    run.book = book_create(
+        code=b.code, name=b.name, currency=b.currency, timezone=b.timezone, grace_days=b.grace_days
+    )
+
+
+def _providers_build(run: ScenarioRun) -> None:
+    waits = "issue 3: procurement"
+    provider_create = _service("procurement.services", "provider_create", action="providers", waits_for=waits)
+    model_create = _service(
+        "procurement.services", "provider_model_create", action="providers", waits_for=waits
+    )
+    list_price_set = _service("procurement.services", "list_price_set", action="providers", waits_for=waits)
+    for p in run.scenario.providers:
+        provider = provider_create(code=p.code, name=p.name, currency=p.currency)
+        run.providers[p.code] = provider
+        for m in p.models:
+            model = model_create(provider=provider, code=m.code, name=m.name)
+            run.models[m.code] = model
+            for version in m.prices:
+                list_price_set(
+                    model=model,
+                    effective_from=run.day_start(version.effective_from),
+                    prices=dict(version.prices),
+                )
+
+
+def _accounts_build(run: ScenarioRun) -> None:
+    waits = "issue 3: the account tree"
+    account_create = _service("accounts.services", "account_create", action="accounts", waits_for=waits)
+    price_list_set = _service("accounts.services", "price_list_set", action="accounts", waits_for=waits)
+    for a in run.scenario.accounts:
+        account = account_create(
+            root_book=run.root,
+            code=a.code,
+            name=a.name,
+            parent=run.accounts[a.parent] if a.parent else None,
+            kind=a.kind,
+            currency=a.currency,
+            terms=a.terms,
+            net_days=a.net_days,
+            credit_limit=a.credit_limit,
+            tax_rate=a.tax_rate,
+            commitment=a.commitment,
+            status=a.status,
+        )
+        run.accounts[a.code] = account
+        for price_list in a.prices:
+            price_list_set(
+                account=account,
+                effective_from=run.day_start(price_list.effective_from),
+                rule=price_list.rule,
+                rate=price_list.rate,
+                overrides={model: dict(prices) for model, prices in price_list.overrides.items()} or None,
+            )
+
+
+# --- story handlers ------------------------------------------------------------------------------
+
+
+def _purchase(run: ScenarioRun, event: StoryEvent) -> None:
+    p = event.params
+    assert isinstance(p, spec.Purchase)
+    record = _service(
+        "procurement.services", "quota_purchase_record", action="purchase", waits_for="issue 3: procurement"
+    )
+    provider = run.provider(p.provider, action="purchase")
+    record(
+        book=run.root,
+        provider=provider,
+        paid=p.paid,
+        credit=p.credit,
+        currency=provider.currency,
+        purchased_at=event.at,
+        expires_on=p.expires,
+        promotional=p.promotional,
+        reference=f"scenario:{event.path}",
+    )
+
+
+def _upstream_payment(run: ScenarioRun, event: StoryEvent) -> None:
+    p = event.params
+    assert isinstance(p, spec.UpstreamPayment)
+    record = _service(
+        "procurement.services",
+        "upstream_payment_record",
+        action="upstream_payment",
+        waits_for="issue 3: procurement",
+    )
+    provider = run.provider(p.provider, action="upstream_payment")
+    record(
+        book=run.root,
+        provider=provider,
+        amount=p.amount,
+        currency=provider.currency,
+        paid_at=event.at,
+        reference=p.reference or f"scenario:{run.root.code}:{event.path}",
+    )
+
+
+def _topup(run: ScenarioRun, event: StoryEvent) -> None:
+    p = event.params
+    assert isinstance(p, spec.Topup)
+    record = _service("accounts.services", "topup_record", action="topup", waits_for="issue 3: accounts")
+    record(
+        account=run.account(p.account, action="topup"), amount=p.amount, at=event.at, reference=p.reference
+    )
+
+
+def _fx(run: ScenarioRun, event: StoryEvent) -> None:
+    p = event.params
+    assert isinstance(p, spec.Fx)
+    rate_set = _service(
+        "ledger.services", "exchange_rate_set", action="fx", waits_for="issue 3: exchange rates"
+    )
+    rate_set(base=p.base, quote=p.quote, rate=p.rate, effective_at=event.at)
+
+
+def _waits_for(issue: str) -> Callable[[ScenarioRun, StoryEvent], None]:
+    """A handler for an action whose service is not built yet: it says so and does nothing."""
+
+    def handler(run: ScenarioRun, event: StoryEvent) -> None:
+        raise ScenarioActionPending(f"{event.action} waits for {issue}")
+
+    return handler
+
+
+HANDLERS: dict[str, Callable[[ScenarioRun, StoryEvent], None]] = {
+    "purchase": _purchase,
+    "upstream_payment": _upstream_payment,
+    "topup": _topup,
+    "fx": _fx,
+    "usage": _waits_for("issue 4: usage ingestion"),
+    "generate": _waits_for("issue 4: usage ingestion"),
+    "charge": _waits_for("issue 5: invoicing"),
+    "close": _waits_for("issue 5: the close"),
+    "issue": _waits_for("issue 5: invoicing"),
+    "payment": _waits_for("issue 5: payments"),
+    "provision": _waits_for("issue 6: provisioning and dunning"),
+    "writeoff": _waits_for("issue 6: write-offs"),
+}
+assert set(HANDLERS) == set(spec.ACTIONS), "every action of the format has a handler"
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def _clock_advance(run: ScenarioRun, to: datetime) -> None:
+    """Move the simulated clock; purchases whose expiry the clock passes lapse (breakage, §3)."""
+    run.now = to
+    expire = _optional_service("procurement.services", "purchases_expire")
+    if expire is not None and run.providers:
+        expire(book=run.root, now=to)
+
+
+def _pending(run: ScenarioRun, where: str, exc: ScenarioActionPending) -> None:
+    message = f"{where}: pending: {exc.message}"
+    if not run.skip_pending:
+        raise ScenarioActionPending(message, details=exc.details) from exc
+    run.pending.append(message)
+    run.say(f"warning: skipped {message}")
+
+
+def story_order(scenario: Scenario) -> list[StoryEvent]:
+    """Events by `at`; sorted() is stable, so equal times keep file order."""
+    return sorted(scenario.story, key=lambda e: e.at)
+
+
+def scenario_run(
+    *,
+    scenario: Scenario,
+    as_of: datetime | None = None,
+    skip_pending: bool = False,
+    say: Callable[[str], None] = print,
+) -> ScenarioRun:
+    """Build the world and play the story up to the report time.
+
+    The report time is `as_of`, else the file's `report.as_of`, else the last event's `at`. Events
+    after it are not played: the clock stops at the report time. Raises ScenarioActionPending (unless
+    `skip_pending`) or ScenarioRefused, naming the event.
+    """
+    ordered = story_order(scenario)
+    report_at = as_of or scenario.report_as_of or (ordered[-1].at if ordered else None)
+    if report_at is None:
+        raise ScenarioRefused("the scenario has no story and no report.as_of: give --as-of")
+    run = ScenarioRun(scenario=scenario, as_of=report_at, skip_pending=skip_pending, say=say)
+
+    _book_build(run)
+    for section, build in (("providers", _providers_build), ("accounts", _accounts_build)):
+        if not getattr(scenario, section):
+            continue
+        try:
+            build(run)
+        except ScenarioActionPending as exc:
+            _pending(run, section, exc)
+        except ApplicationError as exc:
+            raise ScenarioRefused(f"{section}: {exc.message}", details=exc.details) from exc
+        except Exception as exc:
+            exc.add_note(f"while building the scenario's {section}")
+            raise
+
+    for event in ordered:
+        if event.at > report_at:
+            run.not_played.append(event)
+            continue
+        where = f"{event.path} ({event.at.isoformat()} {event.action})"
+        try:
+            _clock_advance(run, event.at)
+            HANDLERS[event.action](run, event)
+        except ScenarioActionPending as exc:
+            _pending(run, where, exc)
+        except ApplicationError as exc:
+            raise ScenarioRefused(f"{where}: {exc.message}", details=exc.details) from exc
+        except Exception as exc:
+            # A bug, not a business rule: keep the traceback, but say which event hit it.
+            exc.add_note(f"while playing {where}")
+            raise
+    if run.not_played:
+        say(
+            f"note: {len(run.not_played)} event(s) after the report time {report_at.isoformat()} were not played"
+        )
+    _clock_advance(run, report_at)
+    return run
