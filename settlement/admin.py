@@ -62,3 +62,7 @@ class UpstreamCostRollupAdmin(ReadOnlyAdmin):
     )
     list_filter = ("book",)
     date_hierarchy = "day"
+
+
+# The billing pages (invoices, payments, credit notes, statements) live in their own module.
+import settlement.billing_admin  # noqa: E402, F401

@@ -5,6 +5,15 @@ from __future__ import annotations
 from django.utils import timezone
 
 from distributor.celery import app
+from settlement.close_tasks import close_all_books_task, close_run_task, drafts_issue_due_task
+
+__all__ = [
+    "close_all_books_task",
+    "close_run_task",
+    "credit_states_refresh_task",
+    "drafts_issue_due_task",
+    "usage_partitions_ensure_task",
+]
 
 
 @app.task(name="settlement.usage_partitions_ensure", soft_time_limit=60, time_limit=120)
