@@ -8,206 +8,442 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('ledger', '0002_ledger_guards'),
+        ("ledger", "0002_ledger_guards"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Account',
+            name="Account",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(max_length=64, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('kind', models.CharField(choices=[('distributor', 'Distributor'), ('customer', 'Customer')], max_length=16)),
-                ('currency', models.CharField(help_text="Billing currency; a child bills in its parent's currency", max_length=3)),
-                ('terms', models.CharField(choices=[('prepaid', 'Prepaid'), ('monthly', 'Monthly'), ('quarterly', 'Quarterly')], max_length=16)),
-                ('net_days', models.PositiveIntegerField(default=30, help_text='Payment due = period end + net days')),
-                ('credit_limit', models.DecimalField(blank=True, decimal_places=18, help_text='Postpaid only; empty counts as 0', max_digits=38, null=True)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('on_hold', 'On Hold'), ('suspended', 'Suspended'), ('closed', 'Closed')], default='active', max_length=16)),
-                ('tax_rate', models.DecimalField(decimal_places=8, default=0, max_digits=12)),
-                ('commitment', models.DecimalField(decimal_places=18, default=0, help_text='Minimum monthly commitment', max_digits=38)),
-                ('ancestor_ids', django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), blank=True, default=list, help_text='Root-most first, excluding itself', size=None)),
-                ('depth', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('book', models.ForeignKey(help_text='The book billing it', on_delete=django.db.models.deletion.PROTECT, related_name='billed_accounts', to='ledger.book')),
-                ('own_book', models.OneToOneField(blank=True, help_text='The book it bills its own children from', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='owner_account', to='ledger.book')),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='children', to='accounts.account')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.CharField(max_length=64, unique=True)),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("distributor", "Distributor"), ("customer", "Customer")], max_length=16
+                    ),
+                ),
+                (
+                    "currency",
+                    models.CharField(
+                        help_text="Billing currency; a child bills in its parent's currency", max_length=3
+                    ),
+                ),
+                (
+                    "terms",
+                    models.CharField(
+                        choices=[("prepaid", "Prepaid"), ("monthly", "Monthly"), ("quarterly", "Quarterly")],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "net_days",
+                    models.PositiveIntegerField(default=30, help_text="Payment due = period end + net days"),
+                ),
+                (
+                    "credit_limit",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=18,
+                        help_text="Postpaid only; empty counts as 0",
+                        max_digits=38,
+                        null=True,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("active", "Active"),
+                            ("on_hold", "On Hold"),
+                            ("suspended", "Suspended"),
+                            ("closed", "Closed"),
+                        ],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                ("tax_rate", models.DecimalField(decimal_places=8, default=0, max_digits=12)),
+                (
+                    "commitment",
+                    models.DecimalField(
+                        decimal_places=18, default=0, help_text="Minimum monthly commitment", max_digits=38
+                    ),
+                ),
+                (
+                    "ancestor_ids",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.BigIntegerField(),
+                        blank=True,
+                        default=list,
+                        help_text="Root-most first, excluding itself",
+                        size=None,
+                    ),
+                ),
+                ("depth", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "book",
+                    models.ForeignKey(
+                        help_text="The book billing it",
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="billed_accounts",
+                        to="ledger.book",
+                    ),
+                ),
+                (
+                    "own_book",
+                    models.OneToOneField(
+                        blank=True,
+                        help_text="The book it bills its own children from",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="owner_account",
+                        to="ledger.book",
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="children",
+                        to="accounts.account",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['code'],
+                "ordering": ["code"],
             },
         ),
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('prefix', models.CharField(max_length=16)),
-                ('secret_hash', models.CharField(max_length=64, unique=True)),
-                ('scopes', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=16), size=None)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('account', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='api_keys', to='accounts.account')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(blank=True, max_length=200)),
+                ("prefix", models.CharField(max_length=16)),
+                ("secret_hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "scopes",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=16), size=None
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="api_keys",
+                        to="accounts.account",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API key',
-                'ordering': ['-created_at', 'id'],
+                "verbose_name": "API key",
+                "ordering": ["-created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='AuditRecord',
+            name="AuditRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('action', models.CharField(max_length=64)),
-                ('object_type', models.CharField(max_length=64)),
-                ('object_id', models.CharField(max_length=64)),
-                ('object_repr', models.CharField(max_length=300)),
-                ('before', models.JSONField(blank=True, null=True)),
-                ('after', models.JSONField(blank=True, null=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("action", models.CharField(max_length=64)),
+                ("object_type", models.CharField(max_length=64)),
+                ("object_id", models.CharField(max_length=64)),
+                ("object_repr", models.CharField(max_length=300)),
+                ("before", models.JSONField(blank=True, null=True)),
+                ("after", models.JSONField(blank=True, null=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at', '-id'],
+                "ordering": ["-at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='PriceList',
+            name="PriceList",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('effective_from', models.DateTimeField()),
-                ('rule', models.CharField(choices=[('discount', 'Discount'), ('markup', 'Markup')], max_length=8)),
-                ('rate', models.DecimalField(decimal_places=8, max_digits=12)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='price_lists', to='accounts.account')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("effective_from", models.DateTimeField()),
+                (
+                    "rule",
+                    models.CharField(choices=[("discount", "Discount"), ("markup", "Markup")], max_length=8),
+                ),
+                ("rate", models.DecimalField(decimal_places=8, max_digits=12)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="price_lists",
+                        to="accounts.account",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['account', '-effective_from'],
+                "ordering": ["account", "-effective_from"],
             },
         ),
         migrations.CreateModel(
-            name='PriceOverride',
+            name="PriceOverride",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model_code', models.CharField(max_length=100)),
-                ('token_class', models.CharField(choices=[('input', 'input'), ('cached_input', 'cached_input'), ('cache_write', 'cache_write'), ('output', 'output')], max_length=16)),
-                ('unit_price', models.DecimalField(decimal_places=10, max_digits=24)),
-                ('price_list', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='overrides', to='accounts.pricelist')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("model_code", models.CharField(max_length=100)),
+                (
+                    "token_class",
+                    models.CharField(
+                        choices=[
+                            ("input", "input"),
+                            ("cached_input", "cached_input"),
+                            ("cache_write", "cache_write"),
+                            ("output", "output"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("unit_price", models.DecimalField(decimal_places=10, max_digits=24)),
+                (
+                    "price_list",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="overrides",
+                        to="accounts.pricelist",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['price_list', 'model_code', 'token_class'],
+                "ordering": ["price_list", "model_code", "token_class"],
             },
         ),
         migrations.CreateModel(
-            name='Topup',
+            name="Topup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('amount', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('currency', models.CharField(max_length=3)),
-                ('at', models.DateTimeField()),
-                ('reference', models.CharField(help_text='The bank or card reference', max_length=200)),
-                ('receipt_number', models.CharField(max_length=100, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='topups', to='accounts.account')),
-                ('entry', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='ledger.journalentry')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("amount", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("currency", models.CharField(max_length=3)),
+                ("at", models.DateTimeField()),
+                ("reference", models.CharField(help_text="The bank or card reference", max_length=200)),
+                ("receipt_number", models.CharField(max_length=100, unique=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="topups",
+                        to="accounts.account",
+                    ),
+                ),
+                (
+                    "entry",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="ledger.journalentry",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at', 'id'],
+                "ordering": ["-at", "id"],
             },
         ),
         migrations.AddIndex(
-            model_name='account',
-            index=django.contrib.postgres.indexes.GinIndex(fields=['ancestor_ids'], name='account_ancestors'),
+            model_name="account",
+            index=django.contrib.postgres.indexes.GinIndex(fields=["ancestor_ids"], name="account_ancestors"),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('terms', 'prepaid'), _negated=True), ('credit_limit__isnull', True), _connector='OR'), name='account_prepaid_no_credit_limit'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("terms", "prepaid"), _negated=True),
+                    ("credit_limit__isnull", True),
+                    _connector="OR",
+                ),
+                name="account_prepaid_no_credit_limit",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(('credit_limit__isnull', True), ('credit_limit__gte', 0), _connector='OR'), name='account_credit_limit_not_negative'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("credit_limit__isnull", True), ("credit_limit__gte", 0), _connector="OR"),
+                name="account_credit_limit_not_negative",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(('tax_rate__gte', 0), ('tax_rate__lte', 1)), name='account_tax_rate_range'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("tax_rate__gte", 0), ("tax_rate__lte", 1)), name="account_tax_rate_range"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(('commitment__gte', 0)), name='account_commitment_not_negative'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("commitment__gte", 0)), name="account_commitment_not_negative"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(('ancestor_ids__len', models.F('depth'))), name='account_depth'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("ancestor_ids__len", models.F("depth"))), name="account_depth"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('depth', 0), ('parent__isnull', True)), models.Q(('depth__gt', 0), ('parent__isnull', False)), _connector='OR'), name='account_top_level_depth_zero'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("depth", 0), ("parent__isnull", True)),
+                    models.Q(("depth__gt", 0), ("parent__isnull", False)),
+                    _connector="OR",
+                ),
+                name="account_top_level_depth_zero",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(('own_book__isnull', True), ('kind', 'distributor'), _connector='OR'), name='account_own_book_distributor_only'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("own_book__isnull", True), ("kind", "distributor"), _connector="OR"),
+                name="account_own_book_distributor_only",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(('kind__in', ['distributor', 'customer'])), name='account_kind_valid'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("kind__in", ["distributor", "customer"])), name="account_kind_valid"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(('terms__in', ['prepaid', 'monthly', 'quarterly'])), name='account_terms_valid'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("terms__in", ["prepaid", "monthly", "quarterly"])),
+                name="account_terms_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['active', 'on_hold', 'suspended', 'closed'])), name='account_status_valid'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["active", "on_hold", "suspended", "closed"])),
+                name="account_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='apikey',
-            constraint=models.CheckConstraint(condition=models.Q(('scopes__contained_by', ['usage', 'read', 'manage']), ('scopes__len__gt', 0)), name='api_key_scopes_valid'),
+            model_name="apikey",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("scopes__contained_by", ["usage", "read", "manage"]), ("scopes__len__gt", 0)
+                ),
+                name="api_key_scopes_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='auditrecord',
-            index=models.Index(fields=['object_type', 'object_id'], name='audit_object'),
+            model_name="auditrecord",
+            index=models.Index(fields=["object_type", "object_id"], name="audit_object"),
         ),
         migrations.AddConstraint(
-            model_name='pricelist',
-            constraint=models.UniqueConstraint(fields=('account', 'effective_from'), name='price_list_unique_version'),
+            model_name="pricelist",
+            constraint=models.UniqueConstraint(
+                fields=("account", "effective_from"), name="price_list_unique_version"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='pricelist',
-            constraint=models.CheckConstraint(condition=models.Q(('rule__in', ['discount', 'markup'])), name='price_list_rule_valid'),
+            model_name="pricelist",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("rule__in", ["discount", "markup"])), name="price_list_rule_valid"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='pricelist',
-            constraint=models.CheckConstraint(condition=models.Q(('rate__gte', 0)), name='price_list_rate_not_negative'),
+            model_name="pricelist",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("rate__gte", 0)), name="price_list_rate_not_negative"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='pricelist',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('rule', 'discount'), _negated=True), ('rate__lte', 1), _connector='OR'), name='price_list_discount_at_most_1'),
+            model_name="pricelist",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("rule", "discount"), _negated=True), ("rate__lte", 1), _connector="OR"
+                ),
+                name="price_list_discount_at_most_1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='priceoverride',
-            constraint=models.UniqueConstraint(fields=('price_list', 'model_code', 'token_class'), name='price_override_unique_class'),
+            model_name="priceoverride",
+            constraint=models.UniqueConstraint(
+                fields=("price_list", "model_code", "token_class"), name="price_override_unique_class"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='priceoverride',
-            constraint=models.CheckConstraint(condition=models.Q(('unit_price__gte', 0)), name='price_override_not_negative'),
+            model_name="priceoverride",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("unit_price__gte", 0)), name="price_override_not_negative"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='priceoverride',
-            constraint=models.CheckConstraint(condition=models.Q(('token_class__in', ('input', 'cached_input', 'cache_write', 'output'))), name='price_override_class_valid'),
+            model_name="priceoverride",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("token_class__in", ("input", "cached_input", "cache_write", "output"))),
+                name="price_override_class_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='topup',
-            constraint=models.UniqueConstraint(fields=('account', 'reference'), name='topup_unique_reference'),
+            model_name="topup",
+            constraint=models.UniqueConstraint(
+                fields=("account", "reference"), name="topup_unique_reference"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='topup',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='topup_amount_positive'),
+            model_name="topup",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gt", 0)), name="topup_amount_positive"
+            ),
         ),
     ]

@@ -5,116 +5,192 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('ledger', '0002_ledger_guards'),
+        ("ledger", "0002_ledger_guards"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UsageEvent',
+            name="UsageEvent",
             fields=[
-                ('key_id', models.BigIntegerField(primary_key=True, serialize=False)),
-                ('account_id', models.BigIntegerField()),
-                ('request_id', models.CharField(max_length=200)),
-                ('model_id', models.BigIntegerField()),
-                ('model_code', models.CharField(max_length=100)),
-                ('input_tokens', models.BigIntegerField()),
-                ('cached_input_tokens', models.BigIntegerField()),
-                ('cache_write_tokens', models.BigIntegerField()),
-                ('output_tokens', models.BigIntegerField()),
-                ('occurred_at', models.DateTimeField()),
-                ('received_at', models.DateTimeField()),
-                ('batch_id', models.BigIntegerField()),
-                ('tags', models.JSONField(blank=True, null=True)),
+                ("key_id", models.BigIntegerField(primary_key=True, serialize=False)),
+                ("account_id", models.BigIntegerField()),
+                ("request_id", models.CharField(max_length=200)),
+                ("model_id", models.BigIntegerField()),
+                ("model_code", models.CharField(max_length=100)),
+                ("input_tokens", models.BigIntegerField()),
+                ("cached_input_tokens", models.BigIntegerField()),
+                ("cache_write_tokens", models.BigIntegerField()),
+                ("output_tokens", models.BigIntegerField()),
+                ("occurred_at", models.DateTimeField()),
+                ("received_at", models.DateTimeField()),
+                ("batch_id", models.BigIntegerField()),
+                ("tags", models.JSONField(blank=True, null=True)),
             ],
             options={
-                'db_table': 'settlement_usageevent',
-                'managed': False,
+                "db_table": "settlement_usageevent",
+                "managed": False,
             },
         ),
         migrations.CreateModel(
-            name='UsageBatch',
+            name="UsageBatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('received_at', models.DateTimeField(db_index=True)),
-                ('caller_account_id', models.BigIntegerField(blank=True, help_text='None = a service key', null=True)),
-                ('accepted', models.PositiveIntegerField(default=0)),
-                ('duplicates', models.PositiveIntegerField(default=0)),
-                ('rejected', models.PositiveIntegerField(default=0)),
-                ('first_key_id', models.BigIntegerField(blank=True, null=True)),
-                ('last_key_id', models.BigIntegerField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("received_at", models.DateTimeField(db_index=True)),
+                (
+                    "caller_account_id",
+                    models.BigIntegerField(blank=True, help_text="None = a service key", null=True),
+                ),
+                ("accepted", models.PositiveIntegerField(default=0)),
+                ("duplicates", models.PositiveIntegerField(default=0)),
+                ("rejected", models.PositiveIntegerField(default=0)),
+                ("first_key_id", models.BigIntegerField(blank=True, null=True)),
+                ("last_key_id", models.BigIntegerField(blank=True, null=True)),
             ],
             options={
-                'verbose_name_plural': 'usage batches',
-                'ordering': ['-id'],
+                "verbose_name_plural": "usage batches",
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='UpstreamCostRollup',
+            name="UpstreamCostRollup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider_id', models.BigIntegerField()),
-                ('model_id', models.BigIntegerField()),
-                ('model_code', models.CharField(max_length=100)),
-                ('day', models.DateField()),
-                ('currency', models.CharField(max_length=3)),
-                ('input_tokens', models.BigIntegerField(default=0)),
-                ('cached_input_tokens', models.BigIntegerField(default=0)),
-                ('cache_write_tokens', models.BigIntegerField(default=0)),
-                ('output_tokens', models.BigIntegerField(default=0)),
-                ('list_charge', models.DecimalField(decimal_places=18, default=0, max_digits=38)),
-                ('cost', models.DecimalField(decimal_places=18, default=0, max_digits=38)),
-                ('accrued_list', models.DecimalField(decimal_places=18, default=0, help_text='List charge not covered by prepaid quota', max_digits=38)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('book', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='upstream_cost_rollups', to='ledger.book')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("provider_id", models.BigIntegerField()),
+                ("model_id", models.BigIntegerField()),
+                ("model_code", models.CharField(max_length=100)),
+                ("day", models.DateField()),
+                ("currency", models.CharField(max_length=3)),
+                ("input_tokens", models.BigIntegerField(default=0)),
+                ("cached_input_tokens", models.BigIntegerField(default=0)),
+                ("cache_write_tokens", models.BigIntegerField(default=0)),
+                ("output_tokens", models.BigIntegerField(default=0)),
+                ("list_charge", models.DecimalField(decimal_places=18, default=0, max_digits=38)),
+                ("cost", models.DecimalField(decimal_places=18, default=0, max_digits=38)),
+                (
+                    "accrued_list",
+                    models.DecimalField(
+                        decimal_places=18,
+                        default=0,
+                        help_text="List charge not covered by prepaid quota",
+                        max_digits=38,
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "book",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="upstream_cost_rollups",
+                        to="ledger.book",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['day', 'model_code'],
-                'constraints': [models.UniqueConstraint(fields=('book', 'provider_id', 'model_id', 'day'), name='upstream_cost_rollup_unique')],
+                "ordering": ["day", "model_code"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("book", "provider_id", "model_id", "day"), name="upstream_cost_rollup_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='UsageKey',
+            name="UsageKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('account_id', models.BigIntegerField()),
-                ('request_id', models.CharField(max_length=200)),
-                ('content_hash', models.CharField(max_length=64)),
-                ('occurred_at', models.DateTimeField()),
-                ('batch_id', models.BigIntegerField(blank=True, null=True, help_text='The UsageBatch that landed it')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("account_id", models.BigIntegerField()),
+                ("request_id", models.CharField(max_length=200)),
+                ("content_hash", models.CharField(max_length=64)),
+                ("occurred_at", models.DateTimeField()),
+                (
+                    "batch_id",
+                    models.BigIntegerField(blank=True, null=True, help_text="The UsageBatch that landed it"),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('account_id', 'request_id'), name='usage_key_unique_request')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("account_id", "request_id"), name="usage_key_unique_request"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='UsageRollup',
+            name="UsageRollup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('payer_account_id', models.BigIntegerField()),
-                ('payee_account_id', models.BigIntegerField(blank=True, help_text='None = the root', null=True)),
-                ('model_id', models.BigIntegerField()),
-                ('model_code', models.CharField(max_length=100)),
-                ('day', models.DateField()),
-                ('token_class', models.CharField(max_length=16)),
-                ('unit_price', models.DecimalField(decimal_places=10, max_digits=24)),
-                ('currency', models.CharField(max_length=3)),
-                ('prepaid', models.BooleanField(help_text='Drawn from the wallet as it landed (not invoiced)')),
-                ('price_list_id', models.BigIntegerField(blank=True, null=True)),
-                ('tokens', models.BigIntegerField(default=0)),
-                ('amount', models.DecimalField(decimal_places=18, default=0, max_digits=38)),
-                ('billed_tokens', models.BigIntegerField(default=0)),
-                ('billed_amount', models.DecimalField(decimal_places=18, default=0, max_digits=38)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('payee_book', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='usage_rollups', to='ledger.book')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("payer_account_id", models.BigIntegerField()),
+                (
+                    "payee_account_id",
+                    models.BigIntegerField(blank=True, help_text="None = the root", null=True),
+                ),
+                ("model_id", models.BigIntegerField()),
+                ("model_code", models.CharField(max_length=100)),
+                ("day", models.DateField()),
+                ("token_class", models.CharField(max_length=16)),
+                ("unit_price", models.DecimalField(decimal_places=10, max_digits=24)),
+                ("currency", models.CharField(max_length=3)),
+                (
+                    "prepaid",
+                    models.BooleanField(help_text="Drawn from the wallet as it landed (not invoiced)"),
+                ),
+                ("price_list_id", models.BigIntegerField(blank=True, null=True)),
+                ("tokens", models.BigIntegerField(default=0)),
+                ("amount", models.DecimalField(decimal_places=18, default=0, max_digits=38)),
+                ("billed_tokens", models.BigIntegerField(default=0)),
+                ("billed_amount", models.DecimalField(decimal_places=18, default=0, max_digits=38)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "payee_book",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="usage_rollups",
+                        to="ledger.book",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['day', 'payer_account_id', 'model_code', 'token_class'],
-                'indexes': [models.Index(fields=['payee_book', 'day'], name='usage_rollup_book_day'), models.Index(fields=['payer_account_id', 'day'], name='usage_rollup_payer_day')],
-                'constraints': [models.UniqueConstraint(fields=('payer_account_id', 'model_id', 'day', 'token_class', 'unit_price', 'prepaid'), name='usage_rollup_unique_line')],
+                "ordering": ["day", "payer_account_id", "model_code", "token_class"],
+                "indexes": [
+                    models.Index(fields=["payee_book", "day"], name="usage_rollup_book_day"),
+                    models.Index(fields=["payer_account_id", "day"], name="usage_rollup_payer_day"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=(
+                            "payer_account_id",
+                            "model_id",
+                            "day",
+                            "token_class",
+                            "unit_price",
+                            "prepaid",
+                        ),
+                        name="usage_rollup_unique_line",
+                    )
+                ],
             },
         ),
     ]

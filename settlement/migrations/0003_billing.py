@@ -98,243 +98,466 @@ DROP FUNCTION IF EXISTS settlement_invoice_guard();
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
-        ('ledger', '0002_ledger_guards'),
-        ('settlement', '0002_usage_event_partitions'),
+        ("accounts", "0001_initial"),
+        ("ledger", "0002_ledger_guards"),
+        ("settlement", "0002_usage_event_partitions"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Invoice',
+            name="Invoice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_kind', models.CharField(choices=[('month', 'Month'), ('quarter', 'Quarter')], max_length=8)),
-                ('period_start', models.DateField()),
-                ('period_end', models.DateField()),
-                ('label', models.CharField(help_text='2026-10 or 2026-Q4', max_length=16)),
-                ('currency', models.CharField(max_length=3)),
-                ('status', models.CharField(choices=[('draft', 'Draft'), ('issued', 'Issued'), ('partially_paid', 'Partially Paid'), ('paid', 'Paid'), ('void', 'Void'), ('written_off', 'Written Off')], default='draft', max_length=16)),
-                ('number', models.CharField(blank=True, max_length=100, null=True, unique=True)),
-                ('due_date', models.DateField()),
-                ('issue_date', models.DateField(blank=True, null=True)),
-                ('issued_at', models.DateTimeField(blank=True, null=True)),
-                ('tax_rate', models.DecimalField(decimal_places=6, default=Decimal('0'), max_digits=10)),
-                ('subtotal', models.DecimalField(decimal_places=18, default=0, max_digits=38)),
-                ('tax', models.DecimalField(decimal_places=18, default=0, max_digits=38)),
-                ('total', models.DecimalField(decimal_places=18, default=0, max_digits=38)),
-                ('paid_amount', models.DecimalField(decimal_places=18, default=0, max_digits=38)),
-                ('credited_amount', models.DecimalField(decimal_places=18, default=0, max_digits=38)),
-                ('written_off_amount', models.DecimalField(decimal_places=18, default=0, max_digits=38)),
-                ('drafted_at', models.DateTimeField()),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='invoices', to='accounts.account')),
-                ('issuer_book', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='invoices', to='ledger.book')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "period_kind",
+                    models.CharField(choices=[("month", "Month"), ("quarter", "Quarter")], max_length=8),
+                ),
+                ("period_start", models.DateField()),
+                ("period_end", models.DateField()),
+                ("label", models.CharField(help_text="2026-10 or 2026-Q4", max_length=16)),
+                ("currency", models.CharField(max_length=3)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("draft", "Draft"),
+                            ("issued", "Issued"),
+                            ("partially_paid", "Partially Paid"),
+                            ("paid", "Paid"),
+                            ("void", "Void"),
+                            ("written_off", "Written Off"),
+                        ],
+                        default="draft",
+                        max_length=16,
+                    ),
+                ),
+                ("number", models.CharField(blank=True, max_length=100, null=True, unique=True)),
+                ("due_date", models.DateField()),
+                ("issue_date", models.DateField(blank=True, null=True)),
+                ("issued_at", models.DateTimeField(blank=True, null=True)),
+                ("tax_rate", models.DecimalField(decimal_places=6, default=Decimal("0"), max_digits=10)),
+                ("subtotal", models.DecimalField(decimal_places=18, default=0, max_digits=38)),
+                ("tax", models.DecimalField(decimal_places=18, default=0, max_digits=38)),
+                ("total", models.DecimalField(decimal_places=18, default=0, max_digits=38)),
+                ("paid_amount", models.DecimalField(decimal_places=18, default=0, max_digits=38)),
+                ("credited_amount", models.DecimalField(decimal_places=18, default=0, max_digits=38)),
+                ("written_off_amount", models.DecimalField(decimal_places=18, default=0, max_digits=38)),
+                ("drafted_at", models.DateTimeField()),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="invoices",
+                        to="accounts.account",
+                    ),
+                ),
+                (
+                    "issuer_book",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="invoices", to="ledger.book"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['period_start', 'issuer_book', 'account'],
+                "ordering": ["period_start", "issuer_book", "account"],
             },
         ),
         migrations.CreateModel(
-            name='CreditNote',
+            name="CreditNote",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.CharField(max_length=100, unique=True)),
-                ('reason', models.CharField(max_length=300)),
-                ('currency', models.CharField(max_length=3)),
-                ('subtotal', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('tax', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('total', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('issued_at', models.DateTimeField()),
-                ('issue_date', models.DateField()),
-                ('idempotency_key', models.CharField(max_length=200)),
-                ('issuer_book', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='credit_notes', to='ledger.book')),
-                ('invoice', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='credit_notes', to='settlement.invoice')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.CharField(max_length=100, unique=True)),
+                ("reason", models.CharField(max_length=300)),
+                ("currency", models.CharField(max_length=3)),
+                ("subtotal", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("tax", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("total", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("issued_at", models.DateTimeField()),
+                ("issue_date", models.DateField()),
+                ("idempotency_key", models.CharField(max_length=200)),
+                (
+                    "issuer_book",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="credit_notes",
+                        to="ledger.book",
+                    ),
+                ),
+                (
+                    "invoice",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="credit_notes",
+                        to="settlement.invoice",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['issued_at', 'id'],
+                "ordering": ["issued_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='InvoiceLine',
+            name="InvoiceLine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField()),
-                ('kind', models.CharField(choices=[('usage', 'Usage'), ('charge', 'Charge'), ('shortfall', 'Shortfall')], max_length=16)),
-                ('description', models.CharField(blank=True, max_length=300)),
-                ('model_code', models.CharField(blank=True, max_length=100)),
-                ('token_class', models.CharField(blank=True, max_length=16)),
-                ('tokens', models.BigIntegerField(blank=True, null=True)),
-                ('unit_price', models.DecimalField(blank=True, decimal_places=10, max_digits=24, null=True)),
-                ('late', models.BooleanField(default=False)),
-                ('exact_amount', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('amount', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('invoice', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='lines', to='settlement.invoice')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveIntegerField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("usage", "Usage"), ("charge", "Charge"), ("shortfall", "Shortfall")],
+                        max_length=16,
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=300)),
+                ("model_code", models.CharField(blank=True, max_length=100)),
+                ("token_class", models.CharField(blank=True, max_length=16)),
+                ("tokens", models.BigIntegerField(blank=True, null=True)),
+                ("unit_price", models.DecimalField(blank=True, decimal_places=10, max_digits=24, null=True)),
+                ("late", models.BooleanField(default=False)),
+                ("exact_amount", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("amount", models.DecimalField(decimal_places=18, max_digits=38)),
+                (
+                    "invoice",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="lines",
+                        to="settlement.invoice",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['invoice', 'position'],
+                "ordering": ["invoice", "position"],
             },
         ),
         migrations.CreateModel(
-            name='ManualCharge',
+            name="ManualCharge",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('description', models.CharField(max_length=300)),
-                ('amount', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('currency', models.CharField(max_length=3)),
-                ('at', models.DateTimeField()),
-                ('reference', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='manual_charges', to='accounts.account')),
-                ('invoice', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='manual_charges', to='settlement.invoice')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("description", models.CharField(max_length=300)),
+                ("amount", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("currency", models.CharField(max_length=3)),
+                ("at", models.DateTimeField()),
+                ("reference", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="manual_charges",
+                        to="accounts.account",
+                    ),
+                ),
+                (
+                    "invoice",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="manual_charges",
+                        to="settlement.invoice",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['at', 'id'],
+                "ordering": ["at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='NumberCounter',
+            name="NumberCounter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('series', models.CharField(help_text='INV or CN', max_length=8)),
-                ('year', models.PositiveIntegerField()),
-                ('last', models.PositiveIntegerField(default=0)),
-                ('book', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='number_counters', to='ledger.book')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("series", models.CharField(help_text="INV or CN", max_length=8)),
+                ("year", models.PositiveIntegerField()),
+                ("last", models.PositiveIntegerField(default=0)),
+                (
+                    "book",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="number_counters",
+                        to="ledger.book",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Payment',
+            name="Payment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('amount', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('currency', models.CharField(max_length=3)),
-                ('received_at', models.DateTimeField()),
-                ('reference', models.CharField(max_length=200)),
-                ('invoice_periods', models.JSONField(blank=True, default=list)),
-                ('content_hash', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='payments', to='accounts.account')),
-                ('payee_book', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='payments', to='ledger.book')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("amount", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("currency", models.CharField(max_length=3)),
+                ("received_at", models.DateTimeField()),
+                ("reference", models.CharField(max_length=200)),
+                ("invoice_periods", models.JSONField(blank=True, default=list)),
+                ("content_hash", models.CharField(max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="payments",
+                        to="accounts.account",
+                    ),
+                ),
+                (
+                    "payee_book",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="payments", to="ledger.book"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['received_at', 'id'],
+                "ordering": ["received_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='PaymentAllocation',
+            name="PaymentAllocation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('amount', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('allocated_at', models.DateTimeField()),
-                ('invoice', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='allocations', to='settlement.invoice')),
-                ('payment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='allocations', to='settlement.payment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("amount", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("allocated_at", models.DateTimeField()),
+                (
+                    "invoice",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="allocations",
+                        to="settlement.invoice",
+                    ),
+                ),
+                (
+                    "payment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="allocations",
+                        to="settlement.payment",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Statement',
+            name="Statement",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_start', models.DateField()),
-                ('period_end', models.DateField()),
-                ('label', models.CharField(max_length=16)),
-                ('currency', models.CharField(max_length=3)),
-                ('opening', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('topups', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('usage', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('closing', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('usage_by_model', models.JSONField(blank=True, default=dict)),
-                ('drawn_at', models.DateTimeField()),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='statements', to='accounts.account')),
-                ('book', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='statements', to='ledger.book')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period_start", models.DateField()),
+                ("period_end", models.DateField()),
+                ("label", models.CharField(max_length=16)),
+                ("currency", models.CharField(max_length=3)),
+                ("opening", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("topups", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("usage", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("closing", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("usage_by_model", models.JSONField(blank=True, default=dict)),
+                ("drawn_at", models.DateTimeField()),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="statements",
+                        to="accounts.account",
+                    ),
+                ),
+                (
+                    "book",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="statements",
+                        to="ledger.book",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['period_start', 'account'],
+                "ordering": ["period_start", "account"],
             },
         ),
         migrations.CreateModel(
-            name='CloseRun',
+            name="CloseRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_kind', models.CharField(choices=[('month', 'Month'), ('quarter', 'Quarter')], max_length=8)),
-                ('period_start', models.DateField()),
-                ('period_end', models.DateField()),
-                ('label', models.CharField(max_length=16)),
-                ('status', models.CharField(choices=[('running', 'Running'), ('done', 'Done')], default='running', max_length=8)),
-                ('last_account_id', models.BigIntegerField(default=0)),
-                ('invoices_drafted', models.PositiveIntegerField(default=0)),
-                ('statements_drawn', models.PositiveIntegerField(default=0)),
-                ('run_at', models.DateTimeField(help_text='The `now` the run was started with')),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('book', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='close_runs', to='ledger.book')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "period_kind",
+                    models.CharField(choices=[("month", "Month"), ("quarter", "Quarter")], max_length=8),
+                ),
+                ("period_start", models.DateField()),
+                ("period_end", models.DateField()),
+                ("label", models.CharField(max_length=16)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("running", "Running"), ("done", "Done")], default="running", max_length=8
+                    ),
+                ),
+                ("last_account_id", models.BigIntegerField(default=0)),
+                ("invoices_drafted", models.PositiveIntegerField(default=0)),
+                ("statements_drawn", models.PositiveIntegerField(default=0)),
+                ("run_at", models.DateTimeField(help_text="The `now` the run was started with")),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "book",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="close_runs",
+                        to="ledger.book",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-period_start', 'book'],
-                'constraints': [models.UniqueConstraint(fields=('book', 'period_kind', 'period_start'), name='close_run_unique')],
+                "ordering": ["-period_start", "book"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("book", "period_kind", "period_start"), name="close_run_unique"
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='invoice',
-            index=models.Index(fields=['issuer_book', 'status'], name='invoice_book_status'),
+            model_name="invoice",
+            index=models.Index(fields=["issuer_book", "status"], name="invoice_book_status"),
         ),
         migrations.AddIndex(
-            model_name='invoice',
-            index=models.Index(fields=['account', 'status', 'due_date'], name='invoice_account_open'),
+            model_name="invoice",
+            index=models.Index(fields=["account", "status", "due_date"], name="invoice_account_open"),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.UniqueConstraint(fields=('account', 'period_kind', 'period_start'), name='invoice_unique_account_period'),
+            model_name="invoice",
+            constraint=models.UniqueConstraint(
+                fields=("account", "period_kind", "period_start"), name="invoice_unique_account_period"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(('total', django.db.models.expressions.CombinedExpression(models.F('subtotal'), '+', models.F('tax')))), name='invoice_total_adds_up'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "total",
+                        django.db.models.expressions.CombinedExpression(
+                            models.F("subtotal"), "+", models.F("tax")
+                        ),
+                    )
+                ),
+                name="invoice_total_adds_up",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(('status', 'draft'), ('number__isnull', False), _connector='OR'), name='invoice_issued_has_number'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status", "draft"), ("number__isnull", False), _connector="OR"),
+                name="invoice_issued_has_number",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditnote',
-            constraint=models.UniqueConstraint(fields=('invoice', 'idempotency_key'), name='credit_note_unique_key'),
+            model_name="creditnote",
+            constraint=models.UniqueConstraint(
+                fields=("invoice", "idempotency_key"), name="credit_note_unique_key"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditnote',
-            constraint=models.CheckConstraint(condition=models.Q(('total__gt', 0)), name='credit_note_positive'),
+            model_name="creditnote",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("total__gt", 0)), name="credit_note_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditnote',
-            constraint=models.CheckConstraint(condition=models.Q(('total', django.db.models.expressions.CombinedExpression(models.F('subtotal'), '+', models.F('tax')))), name='credit_note_total_adds_up'),
+            model_name="creditnote",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "total",
+                        django.db.models.expressions.CombinedExpression(
+                            models.F("subtotal"), "+", models.F("tax")
+                        ),
+                    )
+                ),
+                name="credit_note_total_adds_up",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoiceline',
-            constraint=models.UniqueConstraint(fields=('invoice', 'position'), name='invoice_line_unique_position'),
+            model_name="invoiceline",
+            constraint=models.UniqueConstraint(
+                fields=("invoice", "position"), name="invoice_line_unique_position"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='manualcharge',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='manual_charge_positive'),
+            model_name="manualcharge",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gt", 0)), name="manual_charge_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='numbercounter',
-            constraint=models.UniqueConstraint(fields=('book', 'series', 'year'), name='number_counter_unique'),
+            model_name="numbercounter",
+            constraint=models.UniqueConstraint(
+                fields=("book", "series", "year"), name="number_counter_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='payment',
-            constraint=models.UniqueConstraint(fields=('account', 'reference'), name='payment_unique_reference'),
+            model_name="payment",
+            constraint=models.UniqueConstraint(
+                fields=("account", "reference"), name="payment_unique_reference"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='payment',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='payment_positive'),
+            model_name="payment",
+            constraint=models.CheckConstraint(condition=models.Q(("amount__gt", 0)), name="payment_positive"),
         ),
         migrations.AddConstraint(
-            model_name='paymentallocation',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='payment_allocation_positive'),
+            model_name="paymentallocation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gt", 0)), name="payment_allocation_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='statement',
-            constraint=models.UniqueConstraint(fields=('account', 'period_start'), name='statement_unique_period'),
+            model_name="statement",
+            constraint=models.UniqueConstraint(
+                fields=("account", "period_start"), name="statement_unique_period"
+            ),
         ),
         migrations.RunSQL(BILLING_GUARDS, BILLING_GUARDS_DROP),
     ]
