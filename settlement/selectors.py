@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import F, QuerySet, Sum
+from django.db.models.functions import TruncMonth
 
 from settlement.models import UpstreamCostRollup, UsageBatch, UsageRollup
 
@@ -47,3 +50,67 @@ def ingestion_totals() -> dict[str, int]:
         accepted=Sum("accepted"), duplicates=Sum("duplicates"), rejected=Sum("rejected")
     )
     return {k: int(v or 0) for k, v in totals.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class MarginRow:
+    """A book's revenue and cost of one model for the month the usage happened in (exact)."""
+
+    book: str
+    period: str
+    model: str
+    currency: str
+    revenue: Decimal
+    cost: Decimal
+
+    @property
+    def margin(self) -> Decimal:
+        return self.revenue - self.cost
+
+    @property
+    def negative(self) -> bool:
+        return self.margin < 0
+
+
+def margins(*, book: Any, day_from: date | None = None, day_to: date | None = None) -> list[MarginRow]:
+    """Per month, model and currency: what the book bills its accounts for usage (revenue) against
+    what that usage costs it: the providers' cost for the root, the parent's price for a
+    distributor's own book. Within [day_from, day_to) when given; rows ordered by month and model."""
+    from accounts.models import Account
+
+    revenue = UsageRollup.objects.filter(payee_book=book)
+    owner = Account.objects.filter(own_book=book).only("pk").first()
+    cost_rows: QuerySet[Any]
+    if owner is None:
+        cost_rows = UpstreamCostRollup.objects.filter(book=book).annotate(month=TruncMonth("day"))
+        cost_field = "cost"
+    else:
+        cost_rows = UsageRollup.objects.filter(payer_account_id=owner.pk).annotate(month=TruncMonth("day"))
+        cost_field = "amount"
+    if day_from is not None:
+        revenue, cost_rows = revenue.filter(day__gte=day_from), cost_rows.filter(day__gte=day_from)
+    if day_to is not None:
+        revenue, cost_rows = revenue.filter(day__lt=day_to), cost_rows.filter(day__lt=day_to)
+    figures: dict[tuple[date, str, str], list[Decimal]] = {}
+    for row in (
+        revenue.annotate(month=TruncMonth("day"))
+        .values("month", "model_code", "currency")
+        .annotate(total=Sum("amount"))
+    ):
+        key = (row["month"], row["model_code"], row["currency"])
+        figures.setdefault(key, [Decimal(0), Decimal(0)])[0] += row["total"]
+    for row in cost_rows.values("month", "model_code", "currency").annotate(total=Sum(cost_field)):
+        key = (row["month"], row["model_code"], row["currency"])
+        figures.setdefault(key, [Decimal(0), Decimal(0)])[1] += row["total"]
+    return [
+        MarginRow(
+            book=book.code,
+            period=f"{month:%Y-%m}",
+            model=model,
+            currency=currency,
+            revenue=amounts[0],
+            cost=amounts[1],
+        )
+        for (month, model, currency), amounts in sorted(figures.items())
+        if amounts[0] or amounts[1]
+    ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db.models import Sum
 
-from distributor.money import normalize
+from distributor.money import normalize, round_minor
 from ledger.models import AccountBalance, Book
 from settlement.scenario.runner import ScenarioRun
 
@@ -63,23 +63,198 @@ def section_as_of(ctx: ReportContext) -> dict[str, Any]:
     return {"as_of": ctx.as_of}
 
 
+def _scenario_accounts(ctx: ReportContext) -> list[Any]:
+    accounts = ctx.run.accounts
+    return [accounts[a.code] for a in ctx.run.scenario.accounts if a.code in accounts]
+
+
+def section_invoices(ctx: ReportContext) -> dict[str, Any]:
+    """Every invoice of the scenario's accounts with its printed lines (rounded amounts)."""
+    from settlement.models import Invoice
+
+    invoices = (
+        Invoice.objects.filter(account__in=_scenario_accounts(ctx))
+        .select_related("issuer_book", "account")
+        .prefetch_related("lines")
+        .order_by("period_start", "issuer_book_id", "account__code")
+    )
+    rows = []
+    for invoice in invoices:
+        lines: list[dict[str, Any]] = []
+        for line in invoice.lines.all():
+            if line.model_code:
+                printed: dict[str, Any] = {
+                    "model": line.model_code,
+                    "class": line.token_class,
+                    "tokens": line.tokens,
+                    "unit_price": line.unit_price,
+                    "amount": line.amount,
+                }
+            else:
+                printed = {"description": line.description, "amount": line.amount}
+            if line.late:
+                printed["late"] = True
+            lines.append(printed)
+        rows.append(
+            {
+                "issuer": invoice.issuer_book.code,
+                "account": invoice.account.code,
+                "period": invoice.label,
+                "number": invoice.number,
+                "currency": invoice.currency,
+                "status": invoice.status,
+                "due": invoice.due_date,
+                "subtotal": invoice.subtotal,
+                "tax": invoice.tax,
+                "total": invoice.total,
+                "open": invoice.open_amount,
+                "lines": lines,
+            }
+        )
+    return {"invoices": rows}
+
+
+def section_statements(ctx: ReportContext) -> dict[str, Any]:
+    """Prepaid accounts' monthly statements; the figures are kept exact and printed rounded (§2)."""
+    from settlement.models import Statement
+
+    rows = []
+    for st in (
+        Statement.objects.filter(account__in=_scenario_accounts(ctx))
+        .select_related("account")
+        .order_by("period_start", "account__code")
+    ):
+        rows.append(
+            {
+                "account": st.account.code,
+                "period": st.label,
+                "currency": st.currency,
+                **{
+                    name: round_minor(getattr(st, name), st.currency)
+                    for name in ("opening", "topups", "usage", "closing")
+                },
+            }
+        )
+    return {"statements": rows}
+
+
+def section_wallets(ctx: ReportContext) -> dict[str, Any]:
+    """Prepaid accounts' exact deposit balances."""
+    balance = _selector("accounts.selectors", "wallet_balance")
+    if balance is None:
+        return {}
+    return {"wallets": {a.code: balance(account=a) for a in _scenario_accounts(ctx) if a.terms == "prepaid"}}
+
+
+def section_ingestion(ctx: ReportContext) -> dict[str, Any]:
+    return {"ingestion": dict(ctx.run.ingestion)}
+
+
+def section_margins(ctx: ReportContext) -> dict[str, Any]:
+    margins = _selector("settlement.selectors", "margins")
+    if margins is None:
+        return {}
+    rows = []
+    for book in ctx.books:
+        for row in margins(book=book):
+            rows.append(
+                {
+                    "book": row.book,
+                    "period": row.period,
+                    "model": row.model,
+                    "currency": row.currency,
+                    "revenue": row.revenue,
+                    "cost": row.cost,
+                    "margin": row.margin,
+                    "negative": row.negative,
+                }
+            )
+    return {"margins": rows}
+
+
+EXPOSURE_FIELDS = (
+    "upstream_prepaid",
+    "unbilled",
+    "receivables",
+    "gross",
+    "customer_deposits",
+    "upstream_payables",
+    "net",
+)
+
+
 def section_exposure(ctx: ReportContext) -> dict[str, Any]:
-    """Per book and currency: what is prepaid upstream and what is owed upstream (§9).
-    Later issues add unbilled, receivables, deposits, gross and net to these rows."""
+    """Per book and currency: the prepayment exposure and net funding position (§9)."""
+    exposure = _selector("settlement.risk_selectors", "exposure")
+    if exposure is not None:
+        rows = []
+        for book, currency in ctx.book_currencies:
+            figures = exposure(book=book, currency=currency, as_of=ctx.as_of)
+            rows.append(
+                {"book": book.code, "currency": currency}
+                | {name: getattr(figures, name) for name in EXPOSURE_FIELDS}
+            )
+        return {"exposure": rows}
     prepaid = _selector("procurement.selectors", "upstream_prepaid_at_cost")
     payables = _selector("procurement.selectors", "upstream_payables")
     if prepaid is None or payables is None:
         return {}
-    rows = [
-        {
-            "book": book.code,
-            "currency": currency,
-            "upstream_prepaid": prepaid(book=book, currency=currency, as_of=ctx.as_of),
-            "upstream_payables": payables(book=book, currency=currency),
+    return {
+        "exposure": [
+            {
+                "book": book.code,
+                "currency": currency,
+                "upstream_prepaid": prepaid(book=book, currency=currency, as_of=ctx.as_of),
+                "upstream_payables": payables(book=book, currency=currency),
+            }
+            for book, currency in ctx.book_currencies
+        ]
+    }
+
+
+def section_aging(ctx: ReportContext) -> dict[str, Any]:
+    """Open receivables by days past due (§9), per book and currency."""
+    aging = _selector("settlement.risk_selectors", "aging")
+    if aging is None:
+        return {}
+    rows = []
+    for book, currency in ctx.book_currencies:
+        figures = aging(book=book, currency=currency, as_of=ctx.as_of)
+        rows.append({"book": book.code, "currency": currency} | dict(figures.buckets))
+    return {"aging": rows}
+
+
+def section_allowance(ctx: ReportContext) -> dict[str, Any]:
+    """The allowance for doubtful accounts: its ledger balance after the last provisioning (§11.10)."""
+    allowance = _selector("settlement.risk_selectors", "allowance_balance")
+    if allowance is None:
+        return {}
+    return {
+        "allowance": [
+            {"book": book.code, "currency": currency, "amount": allowance(book=book, currency=currency)}
+            for book, currency in ctx.book_currencies
+        ]
+    }
+
+
+def section_authorize(ctx: ReportContext) -> dict[str, Any]:
+    """What the gateway would hear for each account at the report time (§6). The cache is refreshed
+    first: the report must not depend on what an earlier run left in it."""
+    refresh = _selector("settlement.services.credit_control", "credit_states_refresh")
+    authorization_for = _selector("settlement.services.credit_control", "authorization_for")
+    if refresh is None or authorization_for is None:
+        return {}
+    accounts = _scenario_accounts(ctx)
+    refresh(account_ids=[a.pk for a in accounts])
+    answers = {}
+    for account in accounts:
+        answer = authorization_for(account=type(account).objects.get(pk=account.pk))
+        answers[account.code] = {
+            "allowed": answer["allowed"],
+            "reason": answer["reason"],
+            "available": answer["available"],
         }
-        for book, currency in ctx.book_currencies
-    ]
-    return {"exposure": rows}
+    return {"authorize": answers}
 
 
 def section_trial_balance(ctx: ReportContext) -> dict[str, Any]:
@@ -107,7 +282,15 @@ def section_trial_balance(ctx: ReportContext) -> dict[str, Any]:
 
 SECTIONS: list[Callable[[ReportContext], dict[str, Any]]] = [
     section_as_of,
+    section_invoices,
+    section_statements,
+    section_wallets,
+    section_ingestion,
+    section_margins,
     section_exposure,
+    section_aging,
+    section_allowance,
+    section_authorize,
     section_trial_balance,
 ]
 

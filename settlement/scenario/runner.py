@@ -223,13 +223,178 @@ def _fx(run: ScenarioRun, event: StoryEvent) -> None:
     rate_set(base=p.base, quote=p.quote, rate=p.rate, effective_at=event.at)
 
 
-def _waits_for(issue: str) -> Callable[[ScenarioRun, StoryEvent], None]:
-    """A handler for an action whose service is not built yet: it says so and does nothing."""
+def _books(run: ScenarioRun) -> list[Book]:
+    """The root and every distributor's own book, root first: each close, issue and provisioning
+    step runs book by book, as the beat jobs do."""
+    codes = {run.root.code} | {a.code for a in run.scenario.accounts if a.kind == "distributor"}
+    books = Book.objects.filter(code__in=codes).order_by("pk")
+    return sorted(books, key=lambda b: (b.pk != run.root.pk, b.pk))
 
-    def handler(run: ScenarioRun, event: StoryEvent) -> None:
-        raise ScenarioActionPending(f"{event.action} waits for {issue}")
 
-    return handler
+def _ingest(run: ScenarioRun, events: list[dict[str, Any]], received_at: datetime) -> None:
+    """One batch through the ingestion service with the root's service key. A rejected event does
+    not stop the story (scenario-format.md): it is counted and its reason printed."""
+    ingest = _service("settlement.services", "usage_ingest", action="usage", waits_for="issue 4: ingestion")
+    result = ingest(events=events, service=True, received_at=received_at)
+    run.ingestion["accepted"] += result.accepted
+    run.ingestion["duplicates"] += result.duplicates
+    run.ingestion["rejected"] += result.rejected
+    for rejection in result.rejections:
+        run.say(
+            f"rejected usage {rejection.get('request_id')}: {rejection.get('code')}: {rejection.get('reason')}"
+        )
+
+
+def _usage_event(
+    *, account: str, model: str, request_id: str, occurred_at: datetime, tokens: spec.Usage | spec.Generate
+) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "account": account,
+        "model": model,
+        "occurred_at": occurred_at.isoformat(),
+        "input_tokens": tokens.input,
+        "cached_input_tokens": tokens.cached_input,
+        "cache_write_tokens": tokens.cache_write,
+        "output_tokens": tokens.output,
+    }
+
+
+def _usage(run: ScenarioRun, event: StoryEvent) -> None:
+    p = event.params
+    assert isinstance(p, spec.Usage)
+    occurred_at = p.occurred_at or event.at
+    _ingest(
+        run,
+        [
+            _usage_event(
+                account=p.account, model=p.model, request_id=p.request_id, occurred_at=occurred_at, tokens=p
+            )
+        ],
+        event.at,
+    )
+
+
+GENERATE_BATCH = 1000
+
+
+def _generate(run: ScenarioRun, event: StoryEvent) -> None:
+    """`calls` events spread evenly over [from, to): call i happens at from + i x (to - from) / calls."""
+    p = event.params
+    assert isinstance(p, spec.Generate)
+    span = p.end - p.start
+    events = [
+        _usage_event(
+            account=p.account,
+            model=p.model,
+            request_id=f"{p.prefix}-{i}",
+            occurred_at=p.start + span * i // p.calls,
+            tokens=p,
+        )
+        for i in range(p.calls)
+    ]
+    for first in range(0, len(events), GENERATE_BATCH):
+        _ingest(run, events[first : first + GENERATE_BATCH], event.at)
+
+
+def _charge(run: ScenarioRun, event: StoryEvent) -> None:
+    p = event.params
+    assert isinstance(p, spec.Charge)
+    record = _service(
+        "settlement.services.invoicing",
+        "manual_charge_record",
+        action="charge",
+        waits_for="issue 5: invoicing",
+    )
+    record(
+        account=run.account(p.account, action="charge"),
+        description=p.description,
+        amount=p.amount,
+        at=event.at,
+        reference=f"scenario:{event.path}",
+    )
+
+
+def _close(run: ScenarioRun, event: StoryEvent) -> None:
+    close_run = _service(
+        "settlement.services.close", "close_run", action="close", waits_for="issue 5: the close"
+    )
+    for book in _books(run):
+        close_run(book=book, now=event.at)
+
+
+def _issue(run: ScenarioRun, event: StoryEvent) -> None:
+    issue_due = _service(
+        "settlement.services.invoicing", "drafts_issue_due", action="issue", waits_for="issue 5: invoicing"
+    )
+    for book in _books(run):
+        issue_due(book=book, now=event.at)
+
+
+def _payment(run: ScenarioRun, event: StoryEvent) -> None:
+    p = event.params
+    assert isinstance(p, spec.Payment)
+    record = _service(
+        "settlement.services.payments", "payment_record", action="payment", waits_for="issue 5: payments"
+    )
+    account = run.account(p.account, action="payment")
+    record(
+        account=account,
+        amount=p.amount,
+        currency=account.currency,
+        received_at=event.at,
+        reference=p.reference,
+        invoice_periods=list(p.invoices) if p.invoices is not None else None,
+    )
+
+
+def _provision(run: ScenarioRun, event: StoryEvent) -> None:
+    """Aging, bad-debt provisioning and dunning as of `at`, book by book (the month-end jobs)."""
+    waits = "issue 6: provisioning and dunning"
+    provision_run = _service(
+        "settlement.services.provisioning", "provision_run", action="provision", waits_for=waits
+    )
+    dunning_run = _service("settlement.services.dunning", "dunning_run", action="provision", waits_for=waits)
+    for book in _books(run):
+        provision_run(book=book, as_of=event.at)
+        dunning_run(book=book, as_of=event.at)
+
+
+def _writeoff(run: ScenarioRun, event: StoryEvent) -> None:
+    p = event.params
+    assert isinstance(p, spec.Writeoff)
+    from settlement.models import Invoice
+
+    account = run.account(p.account, action="writeoff")
+    invoice = Invoice.objects.filter(account=account, label=p.period).exclude(status="void").first()
+    if invoice is None:
+        raise ScenarioRefused(f"{p.account} has no invoice for {p.period} to write off")
+    write_off = _service(
+        "settlement.services.provisioning",
+        "invoice_write_off",
+        action="writeoff",
+        waits_for="issue 6: write-offs",
+    )
+    write_off(invoice=invoice, by=None, at=event.at, reason=f"scenario:{event.path}")
+
+
+def _risk_policies_set(run: ScenarioRun) -> None:
+    """Every scenario book gets the root's provision matrix and dunning levels (scenario-format.md)."""
+    b = run.scenario.book
+    if b.provision_matrix:
+        matrix_set = _service(
+            "settlement.services.provisioning", "provision_matrix_set", action="book", waits_for="issue 6"
+        )
+        # In force from the scenario's first day, so that every provisioning run of the story uses it.
+        first = min((e.at for e in run.scenario.story), default=run.as_of).astimezone(run.zone).date()
+        for book in _books(run):
+            matrix_set(book=book, rates=dict(b.provision_matrix), effective_from=first)
+    if b.dunning:
+        levels_set = _service(
+            "settlement.services.dunning", "dunning_levels_set", action="book", waits_for="issue 6"
+        )
+        for book in _books(run):
+            levels_set(book=book, levels=[(level.days, level.action) for level in b.dunning])
 
 
 HANDLERS: dict[str, Callable[[ScenarioRun, StoryEvent], None]] = {
@@ -237,14 +402,14 @@ HANDLERS: dict[str, Callable[[ScenarioRun, StoryEvent], None]] = {
     "upstream_payment": _upstream_payment,
     "topup": _topup,
     "fx": _fx,
-    "usage": _waits_for("issue 4: usage ingestion"),
-    "generate": _waits_for("issue 4: usage ingestion"),
-    "charge": _waits_for("issue 5: invoicing"),
-    "close": _waits_for("issue 5: the close"),
-    "issue": _waits_for("issue 5: invoicing"),
-    "payment": _waits_for("issue 5: payments"),
-    "provision": _waits_for("issue 6: provisioning and dunning"),
-    "writeoff": _waits_for("issue 6: write-offs"),
+    "usage": _usage,
+    "generate": _generate,
+    "charge": _charge,
+    "close": _close,
+    "issue": _issue,
+    "payment": _payment,
+    "provision": _provision,
+    "writeoff": _writeoff,
 }
 assert set(HANDLERS) == set(spec.ACTIONS), "every action of the format has a handler"
 
@@ -293,8 +458,12 @@ def scenario_run(
     run = ScenarioRun(scenario=scenario, as_of=report_at, skip_pending=skip_pending, say=say)
 
     _book_build(run)
-    for section, build in (("providers", _providers_build), ("accounts", _accounts_build)):
-        if not getattr(scenario, section):
+    for section, build in (
+        ("providers", _providers_build),
+        ("accounts", _accounts_build),
+        ("book", _risk_policies_set),
+    ):
+        if section != "book" and not getattr(scenario, section):
             continue
         try:
             build(run)

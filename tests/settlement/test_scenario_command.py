@@ -3,18 +3,22 @@ stated plainly, and the throwaway database dropped after the run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import runpy
 import subprocess
 import sys
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
 from ledger.models import Book
+from settlement.scenario.runner import HANDLERS, ScenarioActionPending
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,27 +110,52 @@ def test_an_as_of_without_a_zone_is_refused(tmp_path: Path) -> None:
     )
 
 
+def _not_built_yet(run: Any, event: Any) -> None:
+    raise ScenarioActionPending(f"{event.action} waits for a part not built yet")
+
+
 @pytest.mark.django_db
-def test_an_action_not_built_yet_stops_the_run_plainly(tmp_path: Path) -> None:
+def test_an_action_not_built_yet_stops_the_run_plainly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(HANDLERS, "close", _not_built_yet)
     text = BOOK_ONLY + "story:\n  - at: 2026-11-01T00:00:00Z\n    close: {}\n"
     with pytest.raises(CommandError) as caught:
         run(str(write(tmp_path, text)), "--keep")
     assert caught.value.returncode == 3
     assert (
         str(caught.value)
-        == "story[0] (2026-11-01T00:00:00+00:00 close): pending: close waits for issue 5: the close"
+        == "story[0] (2026-11-01T00:00:00+00:00 close): pending: close waits for a part not built yet"
     )
 
 
 @pytest.mark.django_db
-def test_skip_pending_warns_and_carries_on(tmp_path: Path) -> None:
+def test_skip_pending_warns_and_carries_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(HANDLERS, "provision", _not_built_yet)
     text = BOOK_ONLY + "story:\n  - at: 2026-11-01T00:00:00Z\n    provision: {}\n"
     out, err = run(str(write(tmp_path, text)), "--keep", "--skip-pending", "--format", "json")
     assert err.strip() == (
         "warning: skipped story[0] (2026-11-01T00:00:00+00:00 provision): pending: "
-        "provision waits for issue 6: provisioning and dunning"
+        "provision waits for a part not built yet"
     )
     assert json.loads(out)["trial_balance"][0]["difference"] == "0"
+
+
+@pytest.mark.django_db
+def test_the_public_scenario_report_holds_every_check(tmp_path: Path) -> None:
+    """The whole public scenario, played in-process, against its hand-worked expected report with
+    the shared checker (scenarios/check_report.py is its byte-for-byte copy)."""
+    pytest.importorskip("settlement.services.provisioning").provision_run  # issue 6
+    pytest.importorskip("settlement.services.dunning").dunning_run  # issue 6
+    out, err = run(str(REPO / "scenarios" / "october-2026.yaml"), "--keep", "--format", "json")
+    assert "warning" not in err
+    actual = write(tmp_path, out, "report.json")
+    checker = runpy.run_path(str(REPO / "scenarios" / "check_report.py"))
+    printed = StringIO()
+    with contextlib.redirect_stdout(printed):
+        failed = checker["main"](str(REPO / "scenarios" / "october-2026.expected.json"), str(actual))
+    assert printed.getvalue().splitlines()[-1] == "187 of 187 checks hold", printed.getvalue()
+    assert failed == 0
 
 
 @pytest.mark.django_db
@@ -181,7 +210,9 @@ def test_a_throwaway_run_drops_its_database(tmp_path: Path) -> None:
 
 @pytest.mark.django_db
 def test_a_refused_throwaway_run_drops_its_database_too(tmp_path: Path) -> None:
-    text = BOOK_ONLY + "story:\n  - at: 2026-11-01T00:00:00Z\n    issue: {}\n"
+    text = PREPAID_WORLD.replace(
+        "report:", "  - at: 2026-11-05T00:00:00Z\n    writeoff: {account: devsolo, period: 2026-10}\nreport:"
+    )
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "scenario", str(write(tmp_path, text))],
         cwd=REPO,
@@ -190,7 +221,7 @@ def test_a_refused_throwaway_run_drops_its_database_too(tmp_path: Path) -> None:
         text=True,
     )
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3
-    assert "issue waits for issue 5: invoicing" in err
+    assert proc.returncode == 4
+    assert "devsolo has no invoice for 2026-10 to write off" in err
     assert out == ""
     assert scenario_databases(f"scenario_{proc.pid}_") == []

@@ -304,3 +304,6 @@ def test_the_public_scenario_matches_the_shared_copy_byte_for_byte() -> None:
         pytest.skip("../shared is not beside the repository")
     for name in ("october-2026.yaml", "october-2026.expected.json"):
         assert (REPO / "scenarios" / name).read_bytes() == (shared / name).read_bytes(), name
+    # The checker travels with them, so a plain clone can hold its report against the expected one.
+    tool = REPO.parent / "shared" / "tools" / "check_report.py"
+    assert (REPO / "scenarios" / "check_report.py").read_bytes() == tool.read_bytes()
