@@ -11,12 +11,19 @@ from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.utils import timezone
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
-from distributor.errors import ApplicationError
+from distributor.errors import ApplicationError, ValidationFailed
 from ledger.models import Book
-from procurement.models import ListPriceVersion, Provider, ProviderModel, QuotaPurchase, UpstreamPayment
-from procurement.selectors import provider_cover
+from procurement.models import (
+    ListPriceVersion,
+    Provider,
+    ProviderModel,
+    QuotaPurchase,
+    UpstreamPayment,
+    UpstreamStatement,
+)
+from procurement.selectors import provider_cover, upstream_variance
 from procurement.services import (
     list_price_set,
     provider_create,
@@ -24,6 +31,7 @@ from procurement.services import (
     provider_update,
     quota_purchase_record,
     upstream_payment_record,
+    upstream_statement_import,
 )
 
 
@@ -285,3 +293,89 @@ def _guarded(model_admin: admin.ModelAdmin, request: HttpRequest, view: Any, *ar
     except ApplicationError as exc:
         model_admin.message_user(request, exc.message, level=messages.ERROR)
         return HttpResponseRedirect(request.get_full_path())
+
+
+class UpstreamStatementForm(forms.ModelForm):
+    file = forms.FileField(help_text="CSV: day, model, input, cached_input, cache_write, output, amount")
+
+    class Meta:
+        model = UpstreamStatement
+        fields = ("book", "provider", "reference")
+
+
+@admin.register(UpstreamStatement)
+class UpstreamStatementAdmin(admin.ModelAdmin):
+    """Import a provider's usage statement and see it against our metering, day by day."""
+
+    list_display = ("reference", "book", "provider", "day_from", "day_to", "imported_at")
+    list_filter = ("book", "provider")
+    search_fields = ("reference",)
+    list_select_related = ("book", "provider")
+    readonly_fields = ("book", "provider", "reference", "day_from", "day_to", "imported_at", "variance")
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = UpstreamStatementForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: UpstreamStatement | None = None) -> Any:
+        return self.readonly_fields if obj is not None else ()
+
+    def get_fields(self, request: HttpRequest, obj: UpstreamStatement | None = None) -> Any:
+        return self.readonly_fields if obj is not None else ("book", "provider", "reference", "file")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Statement against our metering (statement - metered)")
+    def variance(self, obj: UpstreamStatement) -> str:
+        rows = upstream_variance(
+            book=obj.book, provider=obj.provider, day_from=obj.day_from, day_to=obj.day_to
+        )
+        cells = (
+            (
+                row.day,
+                row.model,
+                ", ".join(f"{c} {v:+,}" for c, v in row.token_variance.items() if v) or "-",
+                "-" if row.statement_amount is None else row.statement_amount,
+                row.metered_amount,
+                row.amount_variance,
+                "ok" if row.matches else "VARIANCE",
+            )
+            for row in rows
+        )
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            cells,
+        )
+        return format_html(
+            "<table><thead><tr><th>day</th><th>model</th><th>token variance</th><th>statement</th>"
+            "<th>metered</th><th>amount variance</th><th></th></tr></thead><tbody>{}</tbody></table>",
+            body,
+        )
+
+    def save_model(
+        self, request: HttpRequest, obj: UpstreamStatement, form: forms.ModelForm, change: bool
+    ) -> None:
+        if change:
+            return
+        upload = form.cleaned_data["file"]
+        try:
+            text = upload.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationFailed("the statement must be a UTF-8 CSV file") from None
+        created = upstream_statement_import(
+            book=obj.book,
+            provider=obj.provider,
+            csv_text=text,
+            reference=obj.reference,
+            imported_at=timezone.now(),
+        )
+        obj.pk = created.pk
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
+        return _guarded(self, request, super().add_view, form_url, extra_context)

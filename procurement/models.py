@@ -229,3 +229,51 @@ class UpstreamPayment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider.code} {self.amount} {self.currency} {self.reference}"
+
+
+class UpstreamStatement(models.Model):
+    """A provider's usage statement as imported (§3): what the provider says it metered and
+    charged per day and model, kept beside our own metering to show the variance."""
+
+    book = models.ForeignKey("ledger.Book", on_delete=models.PROTECT, related_name="upstream_statements")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="statements")
+    reference = models.CharField(max_length=200, help_text="The provider's statement id or file name")
+    content_hash = models.CharField(max_length=64)
+    day_from = models.DateField()
+    day_to = models.DateField(help_text="The last day the statement covers")
+    imported_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day_from", "provider"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["book", "provider", "reference"], name="upstream_statement_unique_reference"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider_id} {self.reference}"
+
+
+class UpstreamStatementLine(models.Model):
+    """One (day, model) row of a provider's statement: tokens per class and the amount charged."""
+
+    statement = models.ForeignKey(UpstreamStatement, on_delete=models.CASCADE, related_name="lines")
+    day = models.DateField()
+    model_code = models.CharField(max_length=100)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    amount = amount_field()
+
+    class Meta:
+        ordering = ["day", "model_code"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["statement", "day", "model_code"], name="upstream_statement_line_unique_day_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model_code} {self.amount}"

@@ -4,7 +4,7 @@ owes its providers, and each provider's days of cover (§3)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db.models import Q, QuerySet, Sum
@@ -19,6 +19,7 @@ from procurement.models import (
     ProviderModel,
     QuotaPurchase,
     UpstreamCharge,
+    UpstreamStatementLine,
 )
 from procurement.services import prepaid_cost_left
 
@@ -165,3 +166,82 @@ def providers_cover(*, book: Book, now: datetime) -> list[ProviderCover]:
         provider_cover(book=book, provider=p, now=now)
         for p in Provider.objects.filter(pk__in=ids).order_by("code")
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class VarianceRow:
+    """One day and model: what the provider's statement says against what we metered.
+    Variances are statement - metered; `statement_amount` None = the statement has no such line."""
+
+    day: date
+    model: str
+    statement_tokens: dict[str, int]
+    metered_tokens: dict[str, int]
+    statement_amount: Decimal | None
+    metered_amount: Decimal
+
+    @property
+    def token_variance(self) -> dict[str, int]:
+        return {c: self.statement_tokens[c] - self.metered_tokens[c] for c in TOKEN_CLASSES}
+
+    @property
+    def amount_variance(self) -> Decimal:
+        return (self.statement_amount or Decimal(0)) - self.metered_amount
+
+    @property
+    def matches(self) -> bool:
+        return (
+            self.statement_amount is not None
+            and not self.amount_variance
+            and not any(self.token_variance.values())
+        )
+
+
+def upstream_variance(
+    *, book: Book, provider: Provider, day_from: date | None = None, day_to: date | None = None
+) -> list[VarianceRow]:
+    """Per day (in the book's zone) and model of the provider, within [day_from, day_to]: the
+    provider's statement (the latest import wins where statements overlap) against our metering
+    (tokens per class and the list-price charge of the upstream cost rollups)."""
+    from settlement.models import UpstreamCostRollup
+
+    statement_lines = UpstreamStatementLine.objects.filter(
+        statement__book=book, statement__provider=provider
+    ).order_by("statement__imported_at", "statement_id")
+    metered = UpstreamCostRollup.objects.filter(book=book, provider_id=provider.pk)
+    if day_from is not None:
+        statement_lines, metered = (
+            statement_lines.filter(day__gte=day_from),
+            metered.filter(day__gte=day_from),
+        )
+    if day_to is not None:
+        statement_lines, metered = statement_lines.filter(day__lte=day_to), metered.filter(day__lte=day_to)
+    zero = dict.fromkeys(TOKEN_CLASSES, 0)
+    stated: dict[tuple[date, str], tuple[dict[str, int], Decimal]] = {}
+    for line in statement_lines:
+        tokens = {c: getattr(line, f"{c}_tokens") for c in TOKEN_CLASSES}
+        stated[(line.day, line.model_code)] = (tokens, line.amount)  # later imports overwrite
+    ours: dict[tuple[date, str], tuple[dict[str, int], Decimal]] = {}
+    for row in metered.values("day", "model_code").annotate(
+        input=Sum("input_tokens"),
+        cached_input=Sum("cached_input_tokens"),
+        cache_write=Sum("cache_write_tokens"),
+        output=Sum("output_tokens"),
+        charge=Sum("list_charge"),
+    ):
+        ours[(row["day"], row["model_code"])] = ({c: row[c] for c in TOKEN_CLASSES}, row["charge"])
+    rows = []
+    for key in sorted(stated.keys() | ours.keys()):
+        stated_tokens, stated_amount = stated.get(key, (zero, None))
+        our_tokens, our_amount = ours.get(key, (zero, Decimal(0)))
+        rows.append(
+            VarianceRow(
+                day=key[0],
+                model=key[1],
+                statement_tokens=dict(stated_tokens),
+                metered_tokens=dict(our_tokens),
+                statement_amount=stated_amount,
+                metered_amount=our_amount,
+            )
+        )
+    return rows

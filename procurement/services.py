@@ -41,6 +41,8 @@ from procurement.models import (
     QuotaPurchase,
     UpstreamCharge,
     UpstreamPayment,
+    UpstreamStatement,
+    UpstreamStatementLine,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -789,3 +791,113 @@ __all__ = [
     "upstream_cost_draw_many",
     "upstream_payment_record",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Upstream reconciliation (§3): a provider's usage statement against our own metering
+# ---------------------------------------------------------------------------------------------
+
+STATEMENT_REQUIRED_COLUMNS: tuple[str, ...] = ("day", "model", "amount")
+STATEMENT_MAX_LINES = 100_000
+
+
+def upstream_statement_import(
+    *, book: Book, provider: Provider, csv_text: str, reference: str, imported_at: datetime
+) -> UpstreamStatement:
+    """Import a provider's usage statement: CSV with a header `day,model,amount` and any of the
+    token classes (`input,cached_input,cache_write,output`; a missing class counts 0), one row per
+    day and model of this provider. The whole file is checked first and refused with the line and
+    column of the first fault, writing nothing. The reference is unique per book and provider: the
+    same file again returns the first import; other content under it is a Conflict."""
+    import csv
+    import io
+
+    where: dict[str, object] = {"provider": provider.code, "reference": reference}
+    if not reference or len(reference) > 200:
+        raise ValidationFailed("a statement needs a reference of 1 to 200 characters", details=where)
+    if imported_at.tzinfo is None:
+        raise ValidationFailed("imported_at must carry a time zone", details=where)
+    text = csv_text.lstrip("\ufeff").strip()
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in STATEMENT_REQUIRED_COLUMNS if c not in header]
+    unknown = [c for c in header if c not in (*STATEMENT_REQUIRED_COLUMNS, *TOKEN_CLASSES)]
+    if missing or unknown:
+        raise ValidationFailed(
+            "the statement's header must name day, model, amount and any of " + ", ".join(TOKEN_CLASSES),
+            details={**where, "missing": missing, "unknown": unknown},
+        )
+    reader.fieldnames = header
+    models_of_provider = set(provider.models.values_list("code", flat=True))
+    lines: dict[tuple[date, str], UpstreamStatementLine] = {}
+    for number, row in enumerate(reader, start=2):
+        at = {**where, "line": number}
+        if len(lines) >= STATEMENT_MAX_LINES:
+            raise ValidationFailed(f"a statement holds at most {STATEMENT_MAX_LINES} lines", details=at)
+        if None in row or any(v is None for v in row.values()):
+            raise ValidationFailed(f"line {number} does not have one value per column", details=at)
+        try:
+            day = date.fromisoformat(row["day"].strip())
+        except ValueError:
+            raise ValidationFailed(f"line {number}: day must be a date like 2026-10-15", details=at) from None
+        model = row["model"].strip()
+        if model not in models_of_provider:
+            raise ValidationFailed(
+                f"line {number}: {model!r} is not a model of {provider.code}", details={**at, "model": model}
+            )
+        tokens: dict[str, int] = {}
+        for token_class in TOKEN_CLASSES:
+            raw = (row.get(token_class) or "0").strip() or "0"
+            if not raw.isdigit() or len(raw) > 15:
+                raise ValidationFailed(
+                    f"line {number}: {token_class} must be a whole number of tokens, got {raw!r}",
+                    details={**at, "column": token_class},
+                )
+            tokens[token_class] = int(raw)
+        amount = to_decimal(row["amount"].strip(), field=f"line {number} amount")
+        if amount < 0 or quantize_exact(amount) != amount:
+            raise ValidationFailed(
+                f"line {number}: amount must be a non-negative decimal", details={**at, "column": "amount"}
+            )
+        if (day, model) in lines:
+            raise ValidationFailed(f"line {number}: {day} {model} appears twice", details=at)
+        lines[(day, model)] = UpstreamStatementLine(
+            day=day,
+            model_code=model,
+            input_tokens=tokens["input"],
+            cached_input_tokens=tokens["cached_input"],
+            cache_write_tokens=tokens["cache_write"],
+            output_tokens=tokens["output"],
+            amount=amount,
+        )
+    if not lines:
+        raise ValidationFailed("the statement has no lines", details=where)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    days = [day for day, _ in lines]
+    with transaction.atomic():
+        existing = UpstreamStatement.objects.filter(book=book, provider=provider, reference=reference).first()
+        if existing is None:
+            try:
+                with transaction.atomic():
+                    statement = UpstreamStatement.objects.create(
+                        book=book,
+                        provider=provider,
+                        reference=reference,
+                        content_hash=digest,
+                        day_from=min(days),
+                        day_to=max(days),
+                        imported_at=imported_at,
+                    )
+            except IntegrityError:
+                existing = UpstreamStatement.objects.get(book=book, provider=provider, reference=reference)
+        if existing is not None:
+            if existing.content_hash != digest:
+                raise Conflict(
+                    "a statement with this reference was already imported with other content",
+                    details={**where, "statement": existing.pk},
+                )
+            return existing
+        for line in lines.values():
+            line.statement = statement
+        UpstreamStatementLine.objects.bulk_create(lines.values())
+    return statement
