@@ -104,6 +104,8 @@ class Invoice(models.Model):
 
     class Meta:
         ordering = ["period_start", "issuer_book", "account"]
+        # A write-off moves money out of receivables on a controller's word (§9): its own permission.
+        permissions = [("write_off_invoice", "Can write off invoices")]
         constraints = [
             models.UniqueConstraint(
                 fields=["account", "period_kind", "period_start"], name="invoice_unique_account_period"
