@@ -276,3 +276,25 @@ class AuditRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.action} {self.object_repr}"
+
+
+# Webhooks live in their own module; imported here so Django registers them with this app.
+from accounts.models_webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint  # noqa: E402
+
+__all__ = [
+    "API_KEY_SCOPES",
+    "TOKEN_CLASSES",
+    "Account",
+    "ApiKey",
+    "AuditRecord",
+    "Kind",
+    "PriceList",
+    "PriceOverride",
+    "PriceRule",
+    "Status",
+    "Terms",
+    "Topup",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+]

@@ -1,21 +1,26 @@
-"""The account's own invoices over the API (§1): list, detail, PDF and CSV. Scoped to the API
-key's account; another account's invoice number answers 404."""
+"""Invoices over the API (§1): the key's own invoices as a list and CSV (kept unpaginated: the
+first published shape), and any invoice of the key's subtree by number, as JSON or PDF. The
+paginated, filterable list per account is /accounts/{code}/invoices (reseller_views). An invoice
+outside the subtree answers 404."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Prefetch
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from distributor.errors import NotFound, PermissionRefused
+from accounts.api.common import ERRORS, MoneyOut, ResellerView, responses
+from accounts.api.scoping import READ_SCOPE, scope_of
+from distributor.errors import NotFound
 from distributor.money import normalize, round_minor
 from settlement.billing_selectors import invoices_of_account
-from settlement.models import Invoice
+from settlement.models import Invoice, InvoiceLine, InvoiceStatus
 from settlement.services.documents import invoice_pdf, invoices_csv
 
 
@@ -55,11 +60,6 @@ def invoice_json(invoice: Invoice, *, lines: bool) -> dict[str, Any]:
     return body
 
 
-class MoneyOut(serializers.Serializer):
-    amount = serializers.CharField()
-    currency = serializers.CharField()
-
-
 class InvoiceOut(serializers.Serializer):
     number = serializers.CharField()
     issuer = serializers.CharField()
@@ -74,47 +74,70 @@ class InvoiceOut(serializers.Serializer):
     open = MoneyOut()
 
 
-READ_SCOPE = "read"
+# `class` is a Python keyword, so the line's output fields are declared as a mapping.
+InvoiceLineOut = type(
+    "InvoiceLineOut",
+    (serializers.Serializer,),
+    {
+        "kind": serializers.CharField(),
+        "description": serializers.CharField(allow_blank=True),
+        "model": serializers.CharField(allow_null=True),
+        "class": serializers.CharField(allow_null=True, help_text="Token class"),
+        "tokens": serializers.IntegerField(allow_null=True),
+        "unit_price": serializers.CharField(allow_null=True, help_text="Per 1M tokens"),
+        "late": serializers.BooleanField(),
+        "amount": MoneyOut(),
+    },
+)
+
+
+class InvoiceDetailOut(InvoiceOut):
+    lines = InvoiceLineOut(many=True)
 
 
 def _own_account(request: Request) -> Any:
-    if READ_SCOPE not in (getattr(request.auth, "scopes", None) or []):
-        raise PermissionRefused("this API key lacks the 'read' scope")
-    account = getattr(request.auth, "account", None)
-    if account is None:
-        raise PermissionRefused("invoices are read with an account's own API key")
-    return account
+    return scope_of(request, needs=READ_SCOPE).account
 
 
 def _own_invoice(request: Request, number: str) -> Invoice:
-    invoice = invoices_of_account(account=_own_account(request)).filter(number=number).first()
+    """An issued invoice owed by any account of the key's subtree (its own included)."""
+    scope = scope_of(request, needs=READ_SCOPE)
+    invoice = (
+        Invoice.objects.filter(number=number, account__in=scope.account_ids())
+        .exclude(status=InvoiceStatus.DRAFT)
+        .select_related("account", "issuer_book")
+        .prefetch_related(Prefetch("lines", queryset=InvoiceLine.objects.order_by("position")))
+        .first()
+    )
     if invoice is None:
         raise NotFound(f"no invoice {number!r}", details={"number": number})
     return invoice
 
 
-class InvoiceListView(APIView):
+class InvoiceListView(ResellerView):
     @extend_schema(
-        operation_id="invoices_list", summary="Your invoices", responses={200: InvoiceOut(many=True)}
+        operation_id="invoices_list", summary="Your invoices", responses=responses(InvoiceOut(many=True))
     )
     def get(self, request: Request) -> Response:
         invoices = invoices_of_account(account=_own_account(request))
         return Response([invoice_json(i, lines=False) for i in invoices])
 
 
-class InvoiceDetailView(APIView):
+class InvoiceDetailView(ResellerView):
     @extend_schema(
-        operation_id="invoice_detail", summary="One of your invoices, with lines", responses={200: InvoiceOut}
+        operation_id="invoice_detail",
+        summary="An invoice of your subtree, with lines",
+        responses=responses(InvoiceDetailOut),
     )
     def get(self, request: Request, number: str) -> Response:
         return Response(invoice_json(_own_invoice(request, number), lines=True))
 
 
-class InvoicePdfView(APIView):
+class InvoicePdfView(ResellerView):
     @extend_schema(
         operation_id="invoice_pdf",
         summary="One of your invoices as PDF",
-        responses={(200, "application/pdf"): bytes},
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY, **ERRORS},
     )
     def get(self, request: Request, number: str) -> HttpResponse:
         invoice = _own_invoice(request, number)
@@ -123,11 +146,11 @@ class InvoicePdfView(APIView):
         return response
 
 
-class InvoiceCsvView(APIView):
+class InvoiceCsvView(ResellerView):
     @extend_schema(
         operation_id="invoices_csv",
         summary="Your invoices and lines as CSV",
-        responses={(200, "text/csv"): str},
+        responses={(200, "text/csv"): OpenApiTypes.STR, **ERRORS},
     )
     def get(self, request: Request) -> HttpResponse:
         account = _own_account(request)
