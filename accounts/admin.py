@@ -346,7 +346,7 @@ class ApiKeyForm(ServiceForm):
         return key
 
 
-@admin.action(description="Revoke the selected keys")
+@admin.action(description="Revoke the selected keys", permissions=["revoke"])
 def revoke_keys(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
     for key in queryset.order_by("pk"):
         api_key_revoke(key=key, actor=request.user)  # type: ignore[arg-type]
@@ -364,6 +364,10 @@ class ApiKeyAdmin(ServiceAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # a key is never edited: revoke it (the list's action) and issue another
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        # Revoking is the one change a key gets; it is offered to holders of "change" on keys only.
+        return request.user.has_perm("accounts.change_apikey")
 
     def save_form(self, request: HttpRequest, form: Any, change: bool) -> Any:
         key = super().save_form(request, form, change)
