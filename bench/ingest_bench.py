@@ -1,105 +1,351 @@
-"""Ingestion throughput: events/s through `usage_ingest` with 10,000-event batches.
+"""Ingestion throughput (issue 4): the real HTTP path against the raw COPY ceiling, in one run.
 
-Usage: `DATABASE_URL=postgres://... .venv/bin/python bench/ingest_bench.py [--batches 5] [--accounts 200]`
-(the database must be migrated). It builds a throwaway book with one provider, one model and N
-postpaid customers under a distributor (two cascade hops per event), then times fresh batches and
-one replay. Baseline: COPY -> staging -> INSERT ... ON CONFLICT plus one rollup upsert per batch,
-~47,000 rows/s on the project's machine kind (performance-notes.md).
+    make bench-ingest      (or: .venv/bin/python bench/ingest_bench.py [--batches 30] [--clients 4]
+                            [--workers 5] [--threads 4] [--profile stacks.txt])
+
+It creates its own database `bench_ingest_<pid>` on the server of DATABASE_URL (or the embedded
+server), migrates it, seeds the tree of bench/usage_world.py (a reseller with customers: two hops
+rated; prepaid customers: drawdown; a provider with prepaid quota: upstream draw), and makes
+`--batches` x 10,000 gateway events. Then, on the same machine and in the same minutes:
+
+(a) the ceiling: the same events (already resolved to ids and typed: no JSON, no validation) COPYed
+    in binary, 10,000 rows per transaction over one connection, into a fresh table with the event
+    table's columns and checks and a unique index on (account_id, request_id). Timed before and
+    after (b) and (c); the mean is the baseline, the spread is the machine's noise.
+(b) the real path: the events as JSON batches of 10,000 POSTed to /api/v1/usage/batches, served by
+    gunicorn (as deploy/gunicorn.conf.py runs it on 2 cores: 5 gthread workers x 4 threads;
+    persistent database connections), from `--clients` concurrent client
+    threads with the service key: validation, exactly-once keys, event table, rollups, cascade
+    rating, upstream draw, prepaid drawdown and the credit cache refresh, all of it.
+(c) replays: every batch of (b) posted again through the same path; all must come back duplicates.
+
+Afterwards it checks the landing: every event once, rollup tokens equal the events' tokens at each
+hop, the prepaid wallets drawn. The database is dropped at the end.
+
+The last line is the figure: `RESULT ingest_http <b> events/s ratio=<b/a>`; the target is
+ratio >= 0.35, and (c) at least as fast as (b).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
-import sys
+import queue
+import signal
+import statistics
+import subprocess
+import threading
 import time
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "distributor.settings")
+import usage_world
+from usage_world import BATCH, Gateway, Server, log
 
-import django
+TARGET_RATIO = 0.35
+# The event table's columns, in order, for binary COPY.
+CEILING_TYPES = [
+    *("int8", "int8", "varchar", "int8", "varchar", "int8", "int8", "int8", "int8"),
+    *("timestamptz", "timestamptz", "int8", "jsonb"),
+]
 
-django.setup()
 
-from accounts.services import account_create, price_list_set  # noqa: E402
-from ledger.services import book_create  # noqa: E402
-from procurement.services import list_price_set, provider_create, provider_model_create  # noqa: E402
-from settlement.services import usage_ingest  # noqa: E402
+def ceiling_rows(
+    world: usage_world.World, batches: list[list[dict[str, Any]]]
+) -> list[list[tuple[Any, ...]]]:
+    """The events as the event table holds them, built before the timing (the ceiling measures
+    COPY and the index, not Python)."""
+    from psycopg.types.json import Jsonb
 
-BASELINE_EVENTS_PER_SECOND = 47_000
-BATCH = 10_000
+    from procurement.models import ProviderModel
+
+    model_ids = dict(ProviderModel.objects.values_list("code", "pk"))
+    received = datetime.now(UTC)
+    out: list[list[tuple[Any, ...]]] = []
+    key_id = 0
+    for n, events in enumerate(batches):
+        rows: list[tuple[Any, ...]] = []
+        for e in events:
+            key_id += 1
+            tags = e.get("tags")
+            rows.append(
+                (
+                    key_id,
+                    world.account_ids[e["account"]],
+                    e["request_id"],
+                    model_ids[e["model"]],
+                    e["model"],
+                    e["input_tokens"],
+                    e["cached_input_tokens"],
+                    0,
+                    e["output_tokens"],
+                    datetime.fromisoformat(e["occurred_at"]),
+                    received,
+                    n + 1,
+                    None if tags is None else Jsonb(tags),
+                )
+            )
+        out.append(rows)
+    return out
+
+
+def ceiling_run(database_url: str, rows: list[list[tuple[Any, ...]]], table: str) -> float:
+    """(a): events/s of binary COPY into a fresh copy of the event table with the unique index."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (LIKE settlement_usageevent INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"  # type: ignore[arg-type]
+        )
+        conn.execute(f"CREATE UNIQUE INDEX {table}_request ON {table} (account_id, request_id)")  # type: ignore[arg-type]
+        conn.commit()
+        started = time.perf_counter()
+        for batch in rows:
+            with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[arg-type]
+                copy.set_types(CEILING_TYPES)
+                for row in batch:
+                    copy.write_row(row)
+            conn.commit()
+        elapsed = time.perf_counter() - started
+        conn.execute(f"DROP TABLE {table}")  # type: ignore[arg-type]
+        conn.commit()
+    return sum(len(b) for b in rows) / elapsed
+
+
+def http_run(
+    port: int, secret: str, bodies: list[bytes], clients: int
+) -> tuple[float, Counter[str], list[float]]:
+    """POST every body once from `clients` threads; (events/s, summed counts, per-batch seconds)."""
+    work: queue.Queue[bytes] = queue.Queue()
+    for body in bodies:
+        work.put(body)
+    totals: Counter[str] = Counter()
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        gateway = Gateway(port, secret)
+        try:
+            while True:
+                try:
+                    body = work.get_nowait()
+                except queue.Empty:
+                    return
+                t0 = time.perf_counter()
+                answer = gateway.post_batch(body)
+                took = time.perf_counter() - t0
+                with lock:
+                    latencies.append(took)
+                    for name in ("accepted", "duplicates", "rejected"):
+                        totals[name] += answer[name]
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            gateway.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return len(bodies) * BATCH / elapsed, totals, latencies
+
+
+def landing_check(world: usage_world.World, events: int) -> dict[str, Any]:
+    """Every event once; at each hop the rollups carry exactly the events' tokens; wallets drawn."""
+    from django.db import connection
+
+    from settlement.services.credit_control import credit_states_compute
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), sum(input_tokens + cached_input_tokens + output_tokens) FROM settlement_usageevent"
+        )
+        count, tokens = cur.fetchone()
+        cur.execute("SELECT count(*) FROM settlement_usagekey")
+        (keys,) = cur.fetchone()
+        # Leaf hop: every event's payer is its own account; the reseller pays for its subtree.
+        cur.execute(
+            "SELECT sum(tokens) FROM settlement_usagerollup WHERE payer_account_id = ANY(%s)",
+            [[world.account_ids[c] for c in (*world.leaf_codes, *world.prepaid_codes)]],
+        )
+        (leaf_tokens,) = cur.fetchone()
+        cur.execute(
+            """
+            SELECT COALESCE(sum(e.input_tokens + e.cached_input_tokens + e.output_tokens), 0)
+            FROM settlement_usageevent e JOIN accounts_account a ON a.id = e.account_id
+            WHERE a.parent_id = %s
+            """,
+            [world.account_ids[world.reseller_code]],
+        )
+        (under_reseller,) = cur.fetchone()
+        cur.execute(
+            "SELECT sum(tokens) FROM settlement_usagerollup WHERE payer_account_id = %s",
+            [world.account_ids[world.reseller_code]],
+        )
+        (reseller_tokens,) = cur.fetchone()
+        cur.execute(
+            "SELECT sum(input_tokens + cached_input_tokens + output_tokens) FROM settlement_upstreamcostrollup"
+        )
+        (upstream_tokens,) = cur.fetchone()
+        cur.execute(
+            "SELECT count(*), count(DISTINCT source_id) FROM ledger_journalentry WHERE source_type = 'usage_batch'"
+        )
+        drawdown_entries, drawdown_batches = cur.fetchone()
+        cur.execute("SELECT count(*), sum(accepted), sum(duplicates) FROM settlement_usagebatch")
+        batch_rows, accepted, duplicates = cur.fetchone()
+        cur.execute("SELECT count(*) FROM settlement_usagerollup")
+        (rollup_rows,) = cur.fetchone()
+    assert count == events == keys, (count, events, keys)
+    assert leaf_tokens == tokens == upstream_tokens, (leaf_tokens, tokens, upstream_tokens)
+    assert reseller_tokens == under_reseller, (reseller_tokens, under_reseller)
+    wallets = credit_states_compute(account_ids=[world.account_ids[c] for c in world.prepaid_codes])
+    # Drawn down; past zero once the run is large enough (the shortfall became a receivable).
+    assert all(state.available < usage_world.PREPAID_TOPUP for state in wallets.values()), wallets
+    return {
+        "events": count,
+        "rollup_rows": rollup_rows,
+        "drawdown_entries": drawdown_entries,
+        "drawdown_batches": drawdown_batches,
+        "wallets_left": sorted(str(round(s.available, 2)) for s in wallets.values()),
+        "batches": batch_rows,
+        "accepted": accepted,
+        "duplicates": duplicates,
+    }
+
+
+def profile_start(server: Server, path: str) -> subprocess.Popen[bytes]:
+    """py-spy on gunicorn and its workers, collapsed stacks (one line per stack, with a count)."""
+    return subprocess.Popen(
+        [
+            str(usage_world.BIN_DIR / "py-spy"),
+            "record",
+            "--pid",
+            str(server.process.pid),
+            "--subprocesses",
+            "--rate",
+            "50",
+            "--format",
+            "raw",
+            "--output",
+            path,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def profile_summary(path: str, top: int = 25) -> None:
+    """Self time and inclusive time per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = [f.split(" (")[0] + " " + f.split("/")[-1].rstrip(")") for f in stack.split(";")]
+        frames = [f for f in frames if not f.startswith("process ")]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for f in set(frames):
+            inclusive[f] += count
+    log(f"profile: {total} samples in the workers")
+    log("  inclusive:")
+    for name, count in inclusive.most_common(top):
+        log(f"    {100 * count / total:5.1f}%  {name}")
+    log("  self:")
+    for name, count in own.most_common(top):
+        log(f"    {100 * count / total:5.1f}%  {name}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batches", type=int, default=5)
-    parser.add_argument("--accounts", type=int, default=200)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batches", type=int, default=30, help="batches of 10,000 events (default 30)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent gateway connections")
+    parser.add_argument(
+        "--workers", type=int, default=5, help="gunicorn workers (deploy's default on 2 cores)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=4, help="threads per worker (gthread); 1 = sync workers"
+    )
+    parser.add_argument("--customers", type=int, default=400, help="customers under the reseller")
+    parser.add_argument("--profile", metavar="PATH", help="py-spy the workers during (b) into PATH")
     args = parser.parse_args()
 
-    tag = f"bench{int(time.time())}"
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    book = book_create(code=tag, name="Bench Ltd", currency="USD")
-    provider = provider_create(code=f"{tag}-p", name="Bench provider", currency="USD")
-    model = provider_model_create(provider=provider, code=f"{tag}-m")
-    list_price_set(
-        model=model,
-        effective_from=start,
-        prices={"input": Decimal("0.30"), "cached_input": Decimal("0.03"), "output": Decimal("1.10")},
-    )
-    reseller = account_create(
-        root_book=book, code=f"{tag}-r", name="Reseller", kind="distributor", currency="USD", terms="monthly"
-    )
-    price_list_set(account=reseller, effective_from=start, rule="discount", rate=Decimal("0.1"))
-    codes = []
-    for i in range(args.accounts):
-        customer = account_create(
-            root_book=book,
-            code=f"{tag}-c{i}",
-            name=f"Customer {i}",
-            parent=reseller,
-            kind="customer",
-            currency="USD",
-            terms="monthly",
-            credit_limit=Decimal("1000000"),
+    run_started = time.perf_counter()
+    log(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    server_root, database_url = usage_world.database_create("bench_ingest")
+    server: Server | None = None
+    try:
+        world = usage_world.world_seed(customers=args.customers, direct=40)
+        batches = usage_world.batches_make(world, batches=args.batches)
+        bodies = usage_world.bodies_of(batches)
+        rows = ceiling_rows(world, batches)
+        total = args.batches * BATCH
+        log(
+            f"seeded {len(world.callers)} calling accounts; {total:,} events in {args.batches} batches "
+            f"({sum(len(b) for b in bodies) / len(bodies) / 1e6:.2f} MB of JSON each)"
         )
-        price_list_set(account=customer, effective_from=start, rule="markup", rate=Decimal("0.05"))
-        codes.append(customer.code)
+        psycopg_url = database_url
+        ceiling_before = ceiling_run(psycopg_url, rows, "bench_ceiling_a")
+        log(f"(a) COPY ceiling, before: {ceiling_before:,.0f} events/s")
 
-    rng = random.Random(7)
-    received = datetime(2026, 3, 2, tzinfo=UTC)
-
-    def batch(n: int) -> list[dict[str, object]]:
-        return [
-            {
-                "request_id": f"{n}-{i}",
-                "account": rng.choice(codes),
-                "model": model.code,
-                "input_tokens": rng.randint(100, 50_000),
-                "cached_input_tokens": rng.randint(0, 5_000),
-                "output_tokens": rng.randint(10, 5_000),
-                "occurred_at": (received - timedelta(seconds=rng.randint(0, 86_400))).isoformat(),
-            }
-            for i in range(BATCH)
-        ]
-
-    batches = [batch(n) for n in range(args.batches)]
-    elapsed = 0.0
-    for events in batches:
-        t0 = time.perf_counter()
-        result = usage_ingest(events=events, service=True, received_at=received)
-        elapsed += time.perf_counter() - t0
-        assert result.accepted == BATCH, result.rejections[:3]
-    rate = args.batches * BATCH / elapsed
-    t0 = time.perf_counter()
-    replay = usage_ingest(events=batches[0], service=True, received_at=received)
-    replay_rate = BATCH / (time.perf_counter() - t0)
-    assert replay.duplicates == BATCH
-    print(f"usage_ingest: {rate:,.0f} events/s ({rate / BASELINE_EVENTS_PER_SECOND:.2f}x baseline)")
-    print(f"replay of a batch: {replay_rate:,.0f} events/s")
+        server = Server(
+            database_url=database_url, workers=args.workers, threads=args.threads, secret=world.service_secret
+        )
+        profiler = profile_start(server, args.profile) if args.profile else None
+        rate, counts, latencies = http_run(server.port, world.service_secret, bodies, args.clients)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            profiler.wait()
+        assert counts["accepted"] == total and counts["rejected"] == 0, counts
+        log(
+            f"(b) HTTP ingestion: {rate:,.0f} events/s ({args.clients} clients, {args.workers} workers x {args.threads} threads; "
+            f"per batch p50 {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s)"
+        )
+        replay_rate, replay_counts, replay_latencies = http_run(
+            server.port, world.service_secret, bodies, args.clients
+        )
+        assert replay_counts["duplicates"] == total and replay_counts["accepted"] == 0, replay_counts
+        log(
+            f"(c) replays: {replay_rate:,.0f} events/s (per batch p50 {statistics.median(replay_latencies):.2f} s)"
+        )
+        ceiling_after = ceiling_run(psycopg_url, rows, "bench_ceiling_b")
+        log(f"(a) COPY ceiling, after: {ceiling_after:,.0f} events/s")
+        ceiling = (ceiling_before + ceiling_after) / 2
+        spread = abs(ceiling_before - ceiling_after) / ceiling
+        landed = landing_check(world, total)
+        log(f"landing checked: {landed}")
+        if args.profile:
+            profile_summary(args.profile)
+        log(
+            f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+            f"ceiling spread between its two runs {100 * spread:.0f}% (the machine's noise)"
+        )
+        ratio = rate / ceiling
+        log(
+            f"summary: ceiling {ceiling:,.0f} events/s, HTTP {rate:,.0f} events/s, ratio {ratio:.2f} "
+            f"(target >= {TARGET_RATIO}), replays {replay_rate:,.0f} events/s "
+            f"({replay_rate / rate:.2f}x fresh; must be >= 1); whole run {time.perf_counter() - run_started:.0f} s"
+        )
+        print(f"RESULT ingest_http {rate:.0f} events/s ratio={ratio:.2f}", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+        usage_world.database_drop(server_root, database_url)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ invoice as a `late` line at its original unit price (§11.4).
 
 from __future__ import annotations
 
+import functools
+import os
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -19,23 +21,22 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.utils import timezone
 
+from accounts.webhooks import invoices_issued_emit
 from distributor.errors import Conflict, ValidationFailed
 from distributor.money import check_currency, round_minor, to_decimal
 from ledger.models import Book
-from ledger.services import credit, debit, entry_post
+from ledger.services import EntryDraft, credit, debit, entries_post
 from settlement.models import (
     TOKEN_CLASSES,
     CloseRun,
     Invoice,
-    InvoiceLine,
     InvoiceLineKind,
     InvoiceStatus,
     ManualCharge,
     NumberCounter,
     PeriodKind,
-    UsageRollup,
 )
 
 SHORTFALL_DESCRIPTION = "Commitment shortfall"
@@ -78,6 +79,7 @@ class Period:
         return period_of(self.kind, self.start - timedelta(days=1))
 
 
+@functools.lru_cache(maxsize=4096)
 def period_of(kind: str, day: date) -> Period:
     months = 3 if kind == PeriodKind.QUARTER else 1
     first_month = (day.month - 1) // months * months + 1
@@ -159,9 +161,11 @@ def manual_charge_record(
 
 @dataclass(frozen=True, slots=True)
 class RollupSlice:
-    """The unbilled part of one rollup row."""
+    """The unbilled part of the rollup rows of one payer, period, model, token class and unit
+    price, summed in SQL: the close reads a few dozen of these per account instead of one per row
+    and day (the rows of a month are ~1,200 per account at 20 models). `day` is the earliest day."""
 
-    id: int
+    ids: list[int]
     day: date
     model_id: int
     model_code: str
@@ -209,56 +213,63 @@ class PlannedInvoice:
         return sum((line.amount for line in self.lines), Decimal(0))
 
 
+_UNBILLED = """
+    FROM settlement_usagerollup
+    WHERE payer_account_id = ANY(%s) AND NOT prepaid AND day <= %s
+      AND (amount <> billed_amount OR tokens <> billed_tokens)
+"""
+
+
 def unbilled_slices(
-    *, account_ids: Sequence[int], through: date, lock: bool = False
+    *, account_ids: Sequence[int], through: date, kind: str, lock: bool = False, with_ids: bool = False
 ) -> dict[int, list[RollupSlice]]:
-    """Unbilled postpaid rollup rows of these payers up to a date, one query. With `lock`, the rows
-    are locked in the order ingestion's upsert takes them, so the two queue instead of deadlocking."""
-    rows = UsageRollup.objects.filter(
-        payer_account_id__in=account_ids, prepaid=False, day__lte=through
-    ).exclude(amount=F("billed_amount"), tokens=F("billed_tokens"))
-    if lock:
-        rows = rows.order_by(
-            "payer_account_id", "model_id", "day", "token_class", "unit_price", "prepaid"
-        ).select_for_update()
+    """Unbilled postpaid rollup rows of these payers up to a date, summed per period (of `kind`),
+    model, token class and unit price, one query. With `lock`, the rows are first locked in the
+    order ingestion's upsert takes them, so the two queue instead of deadlocking. The row ids are
+    only fetched `with_ids` (issuing marks them billed; drafting does not need them)."""
     found: dict[int, list[RollupSlice]] = defaultdict(list)
-    for (
-        pk,
-        payer,
-        day,
-        model_id,
-        model_code,
-        token_class,
-        unit_price,
-        tokens,
-        billed_t,
-        amount,
-        billed_a,
-    ) in rows.values_list(
-        "pk",
-        "payer_account_id",
-        "day",
-        "model_id",
-        "model_code",
-        "token_class",
-        "unit_price",
-        "tokens",
-        "billed_tokens",
-        "amount",
-        "billed_amount",
-    ):
-        found[payer].append(
-            RollupSlice(
-                id=pk,
-                day=day,
-                model_id=model_id,
-                model_code=model_code,
-                token_class=token_class,
-                unit_price=unit_price,
-                tokens=tokens - billed_t,
-                amount=amount - billed_a,
+    ids_wanted = list(account_ids)
+    with connection.cursor() as cursor:
+        if lock:
+            # Locked inside a subquery so that a million row ids do not travel to Python for nothing.
+            cursor.execute(
+                "SELECT count(*) FROM (SELECT 1"
+                + _UNBILLED
+                + " ORDER BY payer_account_id, model_id, day, token_class, unit_price, prepaid FOR UPDATE)"
+                " AS locked",
+                [ids_wanted, through],
             )
+        if connection.in_atomic_block:
+            # A chunk of 200 accounts is ~250,000 rows at 20 models: hashed in memory rather than
+            # sorted on disk, for this transaction only.
+            cursor.execute("SET LOCAL work_mem = '64MB'")
+        # Grouping by the period of the day keeps every slice inside one period, which is all
+        # billing_plan needs to place it; the sums are exact (NUMERIC), nothing is rounded here.
+        # (date_trunc on a plain timestamp: on a date it would go through timestamptz, 3x slower.)
+        cursor.execute(
+            f"""
+            SELECT payer_account_id, {"array_agg(id)" if with_ids else "NULL"}, min(day), model_id,
+                   model_code, token_class, unit_price, sum(tokens - billed_tokens),
+                   sum(amount - billed_amount)
+            {_UNBILLED}
+            GROUP BY payer_account_id, date_trunc(%s, day::timestamp), model_id, model_code, token_class,
+                     unit_price
+            """,
+            [ids_wanted, through, "quarter" if kind == PeriodKind.QUARTER else "month"],
         )
+        for payer, ids, day, model_id, model_code, token_class, unit_price, tokens, amount in cursor:
+            found[payer].append(
+                RollupSlice(
+                    ids=ids or [],
+                    day=day,
+                    model_id=model_id,
+                    model_code=model_code,
+                    token_class=token_class,
+                    unit_price=unit_price,
+                    tokens=int(tokens),
+                    amount=amount,
+                )
+            )
     return found
 
 
@@ -326,7 +337,7 @@ def billing_plan(
         # price does not split a line (the rollup key already merges such rows within a day).
         key = (late, item.model_id, item.model_code, _CLASS_ORDER.get(item.token_class, 9), item.unit_price)
         groups[goes_to][key].append(item)
-        plan_for(goes_to).rollup_ids.append(item.id)
+        plan_for(goes_to).rollup_ids.extend(item.ids)
 
     for period, by_key in groups.items():
         plan = plan_for(period)
@@ -411,26 +422,10 @@ def _tax(subtotal: Decimal, rate: Decimal, currency: str) -> Decimal:
     return round_minor(subtotal * rate, currency)
 
 
-def draft_write(
-    *,
-    account: Any,
-    book: Book,
-    plan: PlannedInvoice | None,
-    period: Period,
-    existing: Invoice | None,
-    now: datetime,
-) -> Invoice | None:
-    """Make the draft of `period` match its plan; write nothing if it already does. A plan with no
-    lines means no invoice (§11.1): an existing draft is removed. Issued invoices are never touched."""
-    if existing is not None and existing.status != InvoiceStatus.DRAFT:
-        return existing
-    if plan is None or not plan.lines:
-        if existing is not None:
-            existing.delete()
-        return None
+def _header(*, account: Any, book: Book, plan: PlannedInvoice, period: Period) -> dict[str, Any]:
     subtotal = plan.subtotal
     tax = _tax(subtotal, account.tax_rate, account.currency)
-    header = {
+    return {
         "issuer_book": book,
         "currency": account.currency,
         "period_end": period.end,
@@ -441,61 +436,115 @@ def draft_write(
         "tax": tax,
         "total": subtotal + tax,
     }
+
+
+def _lines_insert(*, drafts: Sequence[tuple[Invoice, PlannedInvoice]]) -> None:
+    """Insert the planned lines of saved drafts in one statement (INSERT ... unnest): a month of
+    10,000 invoices is ~400,000 lines, and ORM instances would cost ~10x the time (performance notes)."""
+    rows = [
+        (invoice.pk, position, *line.row())
+        for invoice, plan in drafts
+        for position, line in enumerate(plan.lines, start=1)
+    ]
+    if not rows:
+        return
+    columns = list(zip(*rows, strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO settlement_invoiceline
+                (invoice_id, position, kind, description, model_code, token_class, tokens, unit_price,
+                 late, exact_amount, amount)
+            SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[],
+                                 %s::bigint[], %s::numeric[], %s::boolean[], %s::numeric[], %s::numeric[])
+            """,
+            [list(column) for column in columns],
+        )
+
+
+def stored_lines(*, invoice_ids: Sequence[int]) -> dict[int, list[tuple[Any, ...]]]:
+    """The lines of these invoices as PlannedLine.row() tuples, in position order, one query (a
+    plain cursor: the ORM's per-value converters cost more than the query for 40 lines a draft)."""
+    found: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    if not invoice_ids:
+        return found
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT invoice_id, kind, description, model_code, token_class, tokens, unit_price, late,
+                   exact_amount, amount
+            FROM settlement_invoiceline WHERE invoice_id = ANY(%s) ORDER BY invoice_id, position
+            """,
+            [list(invoice_ids)],
+        )
+        for invoice_id, *row in cursor:
+            found[invoice_id].append(tuple(row))
+    return found
+
+
+def drafts_create(*, drafts: Sequence[tuple[Invoice, PlannedInvoice]]) -> None:
+    """Insert new drafts and all their lines: two statements for a whole chunk of accounts."""
+    if not drafts:
+        return
+    Invoice.objects.bulk_create([invoice for invoice, _ in drafts])
+    _lines_insert(drafts=drafts)
+
+
+def draft_write(
+    *,
+    account: Any,
+    book: Book,
+    plan: PlannedInvoice | None,
+    period: Period,
+    existing: Invoice | None,
+    now: datetime,
+    lines: list[tuple[Any, ...]] | None = None,
+    created: list[tuple[Invoice, PlannedInvoice]] | None = None,
+) -> Invoice | None:
+    """Make the draft of `period` match its plan; write nothing if it already does. A plan with no
+    lines means no invoice (§11.1): an existing draft is removed. Issued invoices are never touched.
+    `lines` are the existing draft's stored lines if the caller read them in bulk; with `created`,
+    a new draft is not inserted but appended there for `drafts_create`."""
+    if existing is not None and existing.status != InvoiceStatus.DRAFT:
+        return existing
+    if plan is None or not plan.lines:
+        if existing is not None:
+            existing.delete()
+        return None
+    header = _header(account=account, book=book, plan=plan, period=period)
     if existing is None:
-        invoice = Invoice.objects.create(
+        invoice = Invoice(
             account=account, period_kind=period.kind, period_start=period.start, drafted_at=now, **header
         )
-    else:
-        invoice = existing
-        stored = [
-            (
-                ln.kind,
-                ln.description,
-                ln.model_code,
-                ln.token_class,
-                ln.tokens,
-                ln.unit_price,
-                ln.late,
-                ln.exact_amount,
-                ln.amount,
-            )
-            for ln in invoice.lines.order_by("position")
-        ]
-        same_header = all(
-            (getattr(invoice, "issuer_book_id") if k == "issuer_book" else getattr(invoice, k))  # noqa: B009
-            == (v.pk if k == "issuer_book" else v)
-            for k, v in header.items()
-        )
-        if same_header and stored == [line.row() for line in plan.lines]:
-            return invoice
-        for key, value in header.items():
-            setattr(invoice, key, value)
-        invoice.drafted_at = now
-        invoice.save()
-        invoice.lines.all().delete()
-    InvoiceLine.objects.bulk_create(
-        InvoiceLine(
-            invoice=invoice,
-            position=position,
-            kind=line.kind,
-            description=line.description,
-            model_code=line.model_code,
-            token_class=line.token_class,
-            tokens=line.tokens,
-            unit_price=line.unit_price,
-            late=line.late,
-            exact_amount=line.exact_amount,
-            amount=line.amount,
-        )
-        for position, line in enumerate(plan.lines, start=1)
+        if created is not None:
+            created.append((invoice, plan))
+        else:
+            drafts_create(drafts=[(invoice, plan)])
+        return invoice
+    invoice = existing
+    if lines is None:
+        lines = stored_lines(invoice_ids=[invoice.pk]).get(invoice.pk, [])
+    same_header = all(
+        (getattr(invoice, "issuer_book_id") if k == "issuer_book" else getattr(invoice, k))  # noqa: B009
+        == (v.pk if k == "issuer_book" else v)
+        for k, v in header.items()
     )
+    if same_header and lines == [line.row() for line in plan.lines]:
+        return invoice
+    for key, value in header.items():
+        setattr(invoice, key, value)
+    invoice.drafted_at = now
+    invoice.save()
+    invoice.lines.all().delete()
+    _lines_insert(drafts=[(invoice, plan)])
     return invoice
 
 
 def accounts_drafts_sync(*, accounts: Sequence[Any], book: Book, latest: Period, now: datetime) -> int:
     """Re-derive the drafts of these accounts (one kind of terms) with set-based reads: one query
-    each for their invoices (locked), unbilled rollups and pending charges. Returns how many
-    drafts exist for `latest` afterwards. Runs inside the caller's transaction."""
+    each for their invoices (locked), unbilled rollups, pending charges and the drafts' lines, and
+    one insert each for new drafts and their lines. Returns how many drafts exist for `latest`
+    afterwards. Runs inside the caller's transaction."""
     if not accounts:
         return 0
     ids = [a.pk for a in accounts]
@@ -504,9 +553,15 @@ def accounts_drafts_sync(*, accounts: Sequence[Any], book: Book, latest: Period,
         Invoice.objects.filter(account_id__in=ids, period_kind=latest.kind).order_by("pk").select_for_update()
     ):
         invoices[invoice.account_id][invoice.period_start] = invoice
-    slices = unbilled_slices(account_ids=ids, through=latest.end)
+    slices = unbilled_slices(account_ids=ids, through=latest.end, kind=latest.kind)
     charges = pending_charges(account_ids=ids, through=latest.ends_at(book_zone(book)))
     closed = closed_periods(book=book, kind=latest.kind)
+    lines = stored_lines(
+        invoice_ids=[
+            inv.pk for own in invoices.values() for inv in own.values() if inv.status == InvoiceStatus.DRAFT
+        ]
+    )
+    created: list[tuple[Invoice, PlannedInvoice]] = []
     drafted = 0
     for account in accounts:
         own = invoices[account.pk]
@@ -524,25 +579,29 @@ def accounts_drafts_sync(*, accounts: Sequence[Any], book: Book, latest: Period,
             period_of(latest.kind, start) for start, inv in own.items() if inv.status == InvoiceStatus.DRAFT
         }
         for period in sorted(periods):
+            existing = own.get(period.start)
             written = draft_write(
                 account=account,
                 book=book,
                 plan=plans.get(period),
                 period=period,
-                existing=own.get(period.start),
+                existing=existing,
                 now=now,
+                lines=lines.get(existing.pk, []) if existing is not None else None,
+                created=created,
             )
             if written is not None and period == latest and written.status == InvoiceStatus.DRAFT:
                 drafted += 1
+    drafts_create(drafts=created)
     return drafted
 
 
 # --- issuing ---------------------------------------------------------------------------------------
 
 
-def number_next(*, book: Book, series: str, year: int) -> int:
-    """The next number of a gapless series, taken under a row lock held to the end of the caller's
-    transaction: a rolled-back issue gives its number back."""
+def numbers_take(*, book: Book, series: str, year: int, count: int) -> range:
+    """The next `count` numbers of a gapless series, taken under a row lock held to the end of the
+    caller's transaction: a rolled-back issue gives its numbers back."""
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO settlement_numbercounter (book_id, series, year, last) VALUES (%s, %s, %s, 0)"
@@ -550,9 +609,15 @@ def number_next(*, book: Book, series: str, year: int) -> int:
             [book.pk, series, year],
         )
     counter = NumberCounter.objects.select_for_update().get(book=book, series=series, year=year)
-    counter.last += 1
+    first = counter.last + 1
+    counter.last += count
     counter.save(update_fields=["last"])
-    return counter.last
+    return range(first, counter.last + 1)
+
+
+def number_next(*, book: Book, series: str, year: int) -> int:
+    """The next number of a gapless series (see `numbers_take`)."""
+    return numbers_take(book=book, series=series, year=year, count=1)[0]
 
 
 def upstream_counterparty(account: Any) -> str:
@@ -564,102 +629,217 @@ def upstream_counterparty(account: Any) -> str:
 
 def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
     """Issue a draft: re-rate it, number it, mark its rollup rows and charges billed, post it to
-    both books of the hop, and apply any credit balance. Issuing an issued invoice returns it."""
-    from settlement.services.payments import credit_balance_apply
-
+    both books of the hop, and apply any credit balance. Issuing an issued invoice returns it; a
+    draft with nothing left to bill is refused (Conflict) and nothing is written."""
     if now.tzinfo is None:
         raise ValidationFailed("now must carry a time zone")
     with transaction.atomic():
         invoice = Invoice.objects.select_for_update().select_related("issuer_book").get(pk=invoice.pk)
         if invoice.status != InvoiceStatus.DRAFT:
             return invoice
-        from accounts.models import Account
-
-        account = Account.objects.select_related("book", "own_book", "parent").get(pk=invoice.account_id)
-        book = invoice.issuer_book
-        tz = book_zone(book)
-        period = period_of(invoice.period_kind, invoice.period_start)
-        latest = max(latest_ended(period.kind, now, tz), period)
-        others = {
-            inv.period_start: inv
-            for inv in Invoice.objects.filter(account=account, period_kind=period.kind).exclude(pk=invoice.pk)
-        }
-        slices = unbilled_slices(account_ids=[account.pk], through=latest.end, lock=True)
-        charges = pending_charges(account_ids=[account.pk], through=latest.ends_at(tz))
-        plans = billing_plan(
-            account=account,
-            book=book,
-            latest=latest,
-            now=now,
-            slices=slices.get(account.pk, ()),
-            charges=charges.get(account.pk, ()),
-            invoices={**others, invoice.period_start: invoice},
-            closed=closed_periods(book=book, kind=period.kind),
-        )
-        plan = plans.get(period)
-        if plan is None or not plan.lines:
-            draft_write(account=account, book=book, plan=None, period=period, existing=invoice, now=now)
-            raise Conflict(
-                "this draft has nothing left to bill and was removed",
-                details={"account": account.code, "period": period.label},
-            )
-        written = draft_write(account=account, book=book, plan=plan, period=period, existing=invoice, now=now)
-        assert written is not None
-        invoice = written
-        issue_date = now.astimezone(tz).date()
-        sequence = number_next(book=book, series="INV", year=issue_date.year)
-        invoice.number = f"{book.code.upper()}-{issue_date.year}-{sequence:06d}"
-        invoice.status = InvoiceStatus.ISSUED
-        invoice.issue_date = issue_date
-        invoice.issued_at = now
-        invoice.save()
-        if plan.rollup_ids:
-            UsageRollup.objects.filter(pk__in=plan.rollup_ids).update(
-                billed_amount=F("amount"), billed_tokens=F("tokens")
-            )
-        if plan.charge_ids:
-            ManualCharge.objects.filter(pk__in=plan.charge_ids).update(invoice=invoice)
-        _invoice_post(invoice=invoice, account=account)
-        credit_balance_apply(account=account, invoice=invoice, now=now)
-        transaction.on_commit(lambda: _credit_refresh([account.pk]))
+        _drafts_issue_locked(drafts=[invoice], now=now, strict=True)
     invoice.refresh_from_db()
     return invoice
 
 
-def _invoice_post(*, invoice: Invoice, account: Any) -> None:
-    cur, cp = invoice.currency, f"account:{account.code}"
-    if invoice.total <= 0:
-        return
-    legs = [debit("receivables", invoice.total, cur, cp)]
-    if invoice.subtotal > 0:
-        legs.append(credit("revenue", invoice.subtotal, cur, cp))
-    if invoice.tax > 0:
-        legs.append(credit("tax_payable", invoice.tax, cur))
-    key = f"invoice:{invoice.pk}"
-    description = f"Invoice {invoice.number} to {account.code} for {invoice.label}"
-    entry_post(
-        book=invoice.issuer_book,
-        idempotency_key=key,
-        occurred_at=invoice.issued_at or invoice.drafted_at,
-        legs=legs,
-        description=description,
-        source_type="invoice",
-        source_id=str(invoice.pk),
-    )
-    if account.own_book_id is not None:
-        upstream = upstream_counterparty(account)
-        entry_post(
-            book=account.own_book,
-            idempotency_key=key,
-            occurred_at=invoice.issued_at or invoice.drafted_at,
-            legs=[
-                debit("cost_of_sales", invoice.total, cur, upstream),
-                credit("upstream_payables", invoice.total, cur, upstream),
-            ],
-            description=f"Invoice {invoice.number} from {upstream} for {invoice.label}",
-            source_type="invoice",
-            source_id=str(invoice.pk),
+def invoices_issue(*, invoice_ids: Sequence[int], now: datetime) -> list[Invoice]:
+    """Issue many drafts in one transaction, set-based (the nightly issue job's unit of work): one
+    read each for accounts, invoices, unbilled rollups, charges and lines, one block of numbers,
+    one update of the rollups and one ledger batch per book. Numbers follow (period, account). A
+    draft with nothing left to bill is removed and skipped; ids that are no longer drafts are
+    skipped. Returns the invoices issued."""
+    if now.tzinfo is None:
+        raise ValidationFailed("now must carry a time zone")
+    with transaction.atomic():
+        # PostgreSQL re-checks the status under the lock: what a concurrent issuer has just issued
+        # drops out here instead of being issued twice.
+        drafts = list(
+            Invoice.objects.filter(pk__in=invoice_ids, status=InvoiceStatus.DRAFT)
+            .order_by("pk")
+            .select_for_update(of=("self",))
+            .select_related("issuer_book")
         )
+        return _drafts_issue_locked(drafts=drafts, now=now)
+
+
+def _drafts_issue_locked(*, drafts: Sequence[Invoice], now: datetime, strict: bool = False) -> list[Invoice]:
+    """The body of issuing, inside the caller's transaction, for drafts it has locked."""
+    from accounts.models import Account
+    from settlement.models import Payment
+    from settlement.services.payments import credit_balance_apply
+
+    if not drafts:
+        return []
+    accounts = {
+        a.pk: a
+        for a in Account.objects.filter(pk__in={d.account_id for d in drafts}).select_related(
+            "book", "own_book", "parent"
+        )
+    }
+    # Each draft is re-rated against the latest period ended by now (late usage lands on it).
+    groups: dict[tuple[int, str, Period], list[Invoice]] = defaultdict(list)
+    for draft in drafts:
+        period = period_of(draft.period_kind, draft.period_start)
+        latest = max(latest_ended(period.kind, now, book_zone(draft.issuer_book)), period)
+        groups[(draft.issuer_book_id, period.kind, latest)].append(draft)
+    ready: list[tuple[Invoice, PlannedInvoice, Any]] = []
+    for (_, kind, latest), members in groups.items():
+        book = members[0].issuer_book
+        tz = book_zone(book)
+        account_ids = sorted({d.account_id for d in members})
+        others: dict[int, dict[date, Invoice]] = defaultdict(dict)
+        for other in Invoice.objects.filter(account_id__in=account_ids, period_kind=kind):
+            others[other.account_id][other.period_start] = other
+        slices = unbilled_slices(
+            account_ids=account_ids, through=latest.end, kind=kind, lock=True, with_ids=True
+        )
+        charges = pending_charges(account_ids=account_ids, through=latest.ends_at(tz))
+        closed = closed_periods(book=book, kind=kind)
+        lines = stored_lines(invoice_ids=[d.pk for d in members])
+        for draft in members:
+            account = accounts[draft.account_id]
+            period = period_of(kind, draft.period_start)
+            plans = billing_plan(
+                account=account,
+                book=book,
+                latest=latest,
+                now=now,
+                slices=slices.get(account.pk, ()),
+                charges=charges.get(account.pk, ()),
+                invoices={**others[account.pk], draft.period_start: draft},
+                closed=closed,
+            )
+            plan = plans.get(period)
+            if plan is None or not plan.lines:
+                if strict:
+                    raise Conflict(
+                        "this draft has nothing left to bill and was removed",
+                        details={"account": account.code, "period": period.label},
+                    )
+                draft_write(account=account, book=book, plan=None, period=period, existing=draft, now=now)
+                continue
+            draft_write(
+                account=account,
+                book=book,
+                plan=plan,
+                period=period,
+                existing=draft,
+                now=now,
+                lines=lines.get(draft.pk, []),
+            )
+            ready.append((draft, plan, account))
+    if not ready:
+        return []
+
+    ready.sort(key=lambda item: (item[0].period_start, item[0].account_id))
+    by_series: dict[tuple[int, int], list[Invoice]] = defaultdict(list)
+    for invoice, _, _ in ready:
+        invoice.issue_date = now.astimezone(book_zone(invoice.issuer_book)).date()
+        by_series[(invoice.issuer_book_id, invoice.issue_date.year)].append(invoice)
+    for (_, year), invoices in sorted(by_series.items()):
+        book = invoices[0].issuer_book
+        for invoice, sequence in zip(
+            invoices, numbers_take(book=book, series="INV", year=year, count=len(invoices)), strict=True
+        ):
+            invoice.number = f"{book.code.upper()}-{year}-{sequence:06d}"
+    stamp = timezone.now()
+    for invoice, _, _ in ready:
+        invoice.status = InvoiceStatus.ISSUED
+        invoice.issued_at = now
+        invoice.updated_at = stamp
+    with connection.cursor() as cursor:
+        # One UPDATE ... FROM unnest for the chunk (bulk_update's CASE per row costs ~10x more).
+        cursor.execute(
+            """
+            UPDATE settlement_invoice AS i
+            SET number = u.number, status = %s, issue_date = u.issue_date, issued_at = %s, updated_at = %s
+            FROM unnest(%s::bigint[], %s::text[], %s::date[]) AS u(id, number, issue_date)
+            WHERE i.id = u.id
+            """,
+            [
+                InvoiceStatus.ISSUED.value,
+                now,
+                stamp,
+                [invoice.pk for invoice, _, _ in ready],
+                [invoice.number for invoice, _, _ in ready],
+                [invoice.issue_date for invoice, _, _ in ready],
+            ],
+        )
+    rollup_ids = [pk for _, plan, _ in ready for pk in plan.rollup_ids]
+    if rollup_ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE settlement_usagerollup SET billed_amount = amount, billed_tokens = tokens"
+                " WHERE id = ANY(%s)",
+                [rollup_ids],
+            )
+    for invoice, plan, _ in ready:
+        if plan.charge_ids:
+            ManualCharge.objects.filter(pk__in=plan.charge_ids).update(invoice=invoice)
+    _invoice_post(issued=[(invoice, account) for invoice, _, account in ready])
+    paying = set(
+        Payment.objects.filter(account_id__in=[a.pk for _, _, a in ready]).values_list(
+            "account_id", flat=True
+        )
+    )
+    for invoice, _, account in ready:
+        if account.pk in paying:
+            credit_balance_apply(account=account, invoice=invoice, now=now)
+    account_ids = sorted({a.pk for _, _, a in ready})
+    transaction.on_commit(lambda: _credit_refresh(account_ids))
+    invoices_issued_emit(issued=[(invoice, account) for invoice, _, account in ready])  # webhooks, on commit
+    return [invoice for invoice, _, _ in ready]
+
+
+def _invoice_post(*, issued: Sequence[tuple[Invoice, Any]]) -> None:
+    """Post issued invoices: in the issuer's book receivables against revenue and tax payable; in
+    the payer's own book (if it keeps one) cost of sales against the payable to its parent. One
+    `entries_post` batch per book."""
+    entries: dict[int, tuple[Book, list[EntryDraft]]] = {}
+
+    def add(book: Book, draft: EntryDraft) -> None:
+        entries.setdefault(book.pk, (book, []))[1].append(draft)
+
+    for invoice, account in issued:
+        cur, cp = invoice.currency, f"account:{account.code}"
+        if invoice.total <= 0:
+            continue
+        legs = [debit("receivables", invoice.total, cur, cp)]
+        if invoice.subtotal > 0:
+            legs.append(credit("revenue", invoice.subtotal, cur, cp))
+        if invoice.tax > 0:
+            legs.append(credit("tax_payable", invoice.tax, cur))
+        key = f"invoice:{invoice.pk}"
+        at = invoice.issued_at or invoice.drafted_at
+        add(
+            invoice.issuer_book,
+            EntryDraft(
+                idempotency_key=key,
+                occurred_at=at,
+                legs=legs,
+                description=f"Invoice {invoice.number} to {account.code} for {invoice.label}",
+                source_type="invoice",
+                source_id=str(invoice.pk),
+            ),
+        )
+        if account.own_book_id is not None:
+            upstream = upstream_counterparty(account)
+            add(
+                account.own_book,
+                EntryDraft(
+                    idempotency_key=key,
+                    occurred_at=at,
+                    legs=[
+                        debit("cost_of_sales", invoice.total, cur, upstream),
+                        credit("upstream_payables", invoice.total, cur, upstream),
+                    ],
+                    description=f"Invoice {invoice.number} from {upstream} for {invoice.label}",
+                    source_type="invoice",
+                    source_id=str(invoice.pk),
+                ),
+            )
+    for _, (book, drafts) in sorted(entries.items()):
+        entries_post(book=book, drafts=drafts)
 
 
 def _credit_refresh(account_ids: list[int]) -> None:
@@ -668,19 +848,29 @@ def _credit_refresh(account_ids: list[int]) -> None:
     credit_states_refresh(account_ids=account_ids)
 
 
-def drafts_issue_due(*, book: Book, now: datetime) -> list[Invoice]:
-    """Bring the book's drafts up to date (the close), then issue every draft whose period ended
-    grace_days or more before `now`, each in its own transaction, in period then account order."""
-    from settlement.services.close import close_run
+ISSUE_CHUNK_SIZE = 200
 
+
+def drafts_issue_due(*, book: Book, now: datetime, chunk_size: int | None = None) -> list[Invoice]:
+    """Bring the book's drafts up to date (the close), then issue every draft whose period ended
+    grace_days or more before `now`, in chunks of drafts (one transaction each) in period then
+    account order, so a crash loses at most the chunk in flight and a rerun numbers on from there."""
+    from settlement.services.close import CHUNK_ENV, close_run, pause_for_crash_tests
+
+    if chunk_size is None:
+        chunk_size = int(os.environ.get(CHUNK_ENV) or ISSUE_CHUNK_SIZE)
     close_run(book=book, now=now)
+    due = [
+        pk
+        for pk, kind, start in Invoice.objects.filter(issuer_book=book, status=InvoiceStatus.DRAFT)
+        .order_by("period_start", "account_id")
+        .values_list("pk", "period_kind", "period_start")
+        if issue_due_at(period_of(kind, start), book) <= now
+    ]
     issued: list[Invoice] = []
-    for invoice in Invoice.objects.filter(issuer_book=book, status=InvoiceStatus.DRAFT).order_by(
-        "period_start", "account_id"
-    ):
-        period = period_of(invoice.period_kind, invoice.period_start)
-        if issue_due_at(period, book) <= now:
-            issued.append(invoice_issue(invoice=invoice, now=now))
+    for offset in range(0, len(due), chunk_size):
+        issued.extend(invoices_issue(invoice_ids=due[offset : offset + chunk_size], now=now))
+        pause_for_crash_tests()
     return issued
 
 

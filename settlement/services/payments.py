@@ -18,10 +18,12 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
+from accounts.webhooks import payment_received_emit
 from distributor.errors import Conflict, ValidationFailed
 from distributor.money import check_currency, normalize, round_minor, to_decimal
 from ledger.services import Leg, credit, debit, entry_post
 from settlement.models import Invoice, InvoiceStatus, Payment, PaymentAllocation
+from settlement.services.dunning import dunning_lift_if_settled
 from settlement.services.invoicing import invoice_status_settle, upstream_counterparty
 
 OPEN_STATUSES = (InvoiceStatus.ISSUED, InvoiceStatus.PARTIALLY_PAID)
@@ -77,7 +79,10 @@ def payment_record(
             )
             allocated = _allocate(payment=payment, account=account, periods=periods, at=received_at)
             _payment_post(payment=payment, account=account, allocated=allocated)
+            payment_received_emit(payment=payment)  # webhooks: delivered once this commits
             transaction.on_commit(lambda: _after_payment(account.pk))
+            # §9: payment in full lifts a dunning hold or suspension (in this same transaction).
+            dunning_lift_if_settled(account=account, at=received_at)
     except IntegrityError:
         # A concurrent replay of the same reference won the unique index: answer as a replay.
         existing = Payment.objects.filter(account=account, reference=reference).first()
@@ -100,8 +105,11 @@ def _allocate(*, payment: Payment, account: Any, periods: list[str], at: datetim
     """Apply the payment to invoices (locked in id order); returns the amount allocated."""
     from settlement.services.invoicing import period_from_label
 
+    # Written-off invoices take payments too: that is a recovery (§9, settlement.services.provisioning).
     open_invoices = list(
-        Invoice.objects.filter(account=account, status__in=OPEN_STATUSES).order_by("pk").select_for_update()
+        Invoice.objects.filter(account=account, status__in=(*OPEN_STATUSES, InvoiceStatus.WRITTEN_OFF))
+        .order_by("pk")
+        .select_for_update()
     )
     if periods:
         by_label = {inv.label: inv for inv in open_invoices}
@@ -114,14 +122,26 @@ def _allocate(*, payment: Payment, account: Any, periods: list[str], at: datetim
             )
         ordered = [by_label[label] for label in wanted]
     else:
-        ordered = sorted(open_invoices, key=lambda inv: (inv.due_date, inv.number or ""))
+        # Open debts first, oldest first; written-off ones only after them (a recovery).
+        ordered = sorted(
+            open_invoices,
+            key=lambda inv: (inv.status == InvoiceStatus.WRITTEN_OFF, inv.due_date, inv.number or ""),
+        )
     remaining = payment.amount
     for invoice in ordered:
         if remaining <= 0:
             break
-        share = min(remaining, invoice.open_amount)
-        if share <= 0:
-            continue
+        if invoice.status == InvoiceStatus.WRITTEN_OFF:
+            from settlement.services.provisioning import write_off_recover
+
+            share = min(remaining, invoice.written_off_amount)
+            if share <= 0:
+                continue
+            write_off_recover(invoice=invoice, payment=payment, amount=share, at=at)
+        else:
+            share = min(remaining, invoice.open_amount)
+            if share <= 0:
+                continue
         _apply(payment=payment, invoice=invoice, amount=share, at=at)
         remaining -= share
     return payment.amount - remaining
