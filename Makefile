@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint bench-ledger serve worker beat migrate db-stop clean
+.PHONY: demo test lint bench-ledger bench-close bench-ingest bench-authorize serve worker beat migrate db-stop clean fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# schemathesis against the live OpenAPI schema of a seeded throwaway database (tests/fuzz/run.py).
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz/run.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -28,6 +32,18 @@ lint: $(STAMP)
 
 bench-ledger: $(STAMP)
 	$(BIN)/python bench/ledger_bench.py
+
+# The month-end close of 10,000 postpaid accounts x 20 models (issue 5); own database, dropped after.
+bench-close: $(STAMP)
+	$(BIN)/python bench/close_bench.py
+
+# Usage over HTTP (gunicorn) against the raw COPY ceiling, in one run (issue 4); own database, dropped after.
+bench-ingest: $(STAMP)
+	$(BIN)/python bench/ingest_bench.py
+
+# Authorization p50/p99 while a gateway client posts usage batches (issue 4); own database, dropped after.
+bench-authorize: $(STAMP)
+	$(BIN)/python bench/authorize_bench.py
 
 migrate: $(STAMP)
 	$(BIN)/python manage.py migrate

@@ -6,6 +6,8 @@ from distributor.views import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # Finance dashboards (settlement/dashboards.py): admin pages, mounted before the admin catch-all.
+    path("admin/finance/", include("settlement.dashboards")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -65,4 +65,6 @@ class UpstreamCostRollupAdmin(ReadOnlyAdmin):
 
 
 # The billing pages (invoices, payments, credit notes, statements) live in their own module.
-import settlement.billing_admin  # noqa: E402, F401
+import settlement.billing_admin  # noqa: E402
+import settlement.risk_admin  # noqa: E402, F401
+from settlement import dunning_admin as _dunning_admin  # noqa: E402, F401

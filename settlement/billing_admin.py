@@ -3,9 +3,12 @@ runs and manual charges. Everything writes through the services; nothing issued 
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
@@ -35,6 +38,53 @@ class ReadOnly(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class RecordForm(forms.ModelForm):
+    """An add form whose valid data goes to a service (`record`); the service's refusal is a form
+    error, and the row is written by the service with an audit record naming the user."""
+
+    request: HttpRequest
+    result: Any = None
+
+    def record(self, data: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        try:
+            self.result = self.record(data)
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.message) from exc
+        return data
+
+    def _post_clean(self) -> None:
+        pass  # the service validated and wrote the row; the half-filled instance must not be checked
+
+
+class RecordAdmin(ReadOnly):
+    """Add through the form's service call (finance_clerk); rows are never edited or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return admin.ModelAdmin.has_add_permission(self, request)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"request": request})
+
+    def save_form(self, request: HttpRequest, form: Any, change: bool) -> Any:
+        return form.result if form.result is not None else form.instance
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        pass
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return self.inlines if obj is not None else []
 
 
 class InvoiceLineInline(admin.TabularInline):
@@ -74,11 +124,16 @@ class InvoiceAdmin(ReadOnly):
     list_filter = ("status", "issuer_book", "period_kind", "label")
     search_fields = ("number", "account__code")
     inlines = [InvoiceLineInline]
-    actions = ["issue_selected", "export_csv"]
+    actions = ["issue_selected", "export_csv", "write_off_selected"]
+    # Fast at 100,000+ invoices: no COUNT(*) of the whole table on every page, joins selected.
+    list_per_page = 50
+    show_full_result_count = False
+    list_select_related = ("account", "issuer_book")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Viewable (with the inline), never editable: every change goes through a service.
-        return obj is None
+        # Viewable (with the inline), never editable: every change goes through a service. On the
+        # list, "change" is the right to issue drafts (finance_clerk), so it follows the user's perms.
+        return obj is None and admin.ModelAdmin.has_change_permission(self, request, obj)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Invoice]:
         return super().get_queryset(request).select_related("account", "issuer_book")
@@ -99,15 +154,42 @@ class InvoiceAdmin(ReadOnly):
         response["Content-Disposition"] = f'inline; filename="{invoice.number or "draft-" + str(pk)}.pdf"'
         return response
 
-    @admin.action(description="Issue the selected drafts now")
+    @admin.action(description="Issue the selected drafts now", permissions=["change"])
     def issue_selected(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        from accounts.services import audit_record
         from settlement.services.invoicing import invoice_issue
 
         now = timezone.now()
         for invoice in queryset.filter(status="draft").order_by("period_start", "account_id"):
             try:
-                issued = invoice_issue(invoice=invoice, now=now)
+                # The issue and its audit row (who issued it) commit together.
+                with transaction.atomic():
+                    issued = invoice_issue(invoice=invoice, now=now)
+                    audit_record(
+                        actor=request.user,  # type: ignore[arg-type]
+                        action="invoice.issue",
+                        obj=issued,
+                        before={"status": "draft"},
+                        after={"status": issued.status, "number": issued.number, "total": issued.total},
+                    )
                 self.message_user(request, f"Issued {issued.number}")
+            except ApplicationError as exc:
+                self.message_user(request, f"{invoice}: {exc.message}", level=messages.ERROR)
+
+    def has_write_off_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("settlement.write_off_invoice")
+
+    @admin.action(description="Write off the open amount of the selected invoices", permissions=["write_off"])
+    def write_off_selected(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        from settlement.services.provisioning import invoice_write_off
+
+        now = timezone.now()
+        for invoice in queryset.order_by("pk"):
+            try:
+                done = invoice_write_off(
+                    invoice=invoice, by=request.user, at=now, reason=f"admin action by {request.user}"
+                )
+                self.message_user(request, f"Wrote off {done.amount} {done.currency} of {invoice}")
             except ApplicationError as exc:
                 self.message_user(request, f"{invoice}: {exc.message}", level=messages.ERROR)
 
@@ -119,10 +201,50 @@ class InvoiceAdmin(ReadOnly):
         return response
 
 
+class CreditNoteForm(RecordForm):
+    amount = forms.DecimalField(
+        max_digits=20, decimal_places=2, help_text="Tax included; at most the open amount"
+    )
+    # Made when the form is drawn: submitting the same form twice makes one credit note, not two.
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, initial=lambda: f"admin:{uuid.uuid4()}")
+
+    class Meta:
+        model = CreditNote
+        fields = ["invoice", "reason"]
+
+    def record(self, data: dict[str, Any]) -> Any:
+        from accounts.services import audit_record
+        from settlement.services.credit_notes import credit_note_issue
+
+        key = data["idempotency_key"]
+        replayed = CreditNote.objects.filter(invoice=data["invoice"], idempotency_key=key).exists()
+        note = credit_note_issue(
+            invoice=data["invoice"],
+            amount=data["amount"],
+            reason=data["reason"],
+            now=timezone.now(),
+            idempotency_key=key,
+        )
+        if replayed:
+            return note  # a resubmitted form: the note and its audit row exist already
+        audit_record(
+            actor=self.request.user,  # type: ignore[arg-type]
+            action="credit_note.issue",
+            obj=note,
+            before=None,
+            after={"invoice": str(data["invoice"]), "total": note.total, "reason": note.reason},
+        )
+        return note
+
+
 @admin.register(CreditNote)
-class CreditNoteAdmin(ReadOnly):
+class CreditNoteAdmin(RecordAdmin):
+    form = CreditNoteForm
     list_display = ("number", "invoice", "reason", "total", "currency", "issue_date")
     search_fields = ("number", "invoice__number")
+    list_select_related = ("invoice",)
+    show_full_result_count = False
+    raw_id_fields = ("invoice",)  # a dropdown of every invoice would not scale
 
 
 class AllocationInline(admin.TabularInline):
@@ -135,20 +257,58 @@ class AllocationInline(admin.TabularInline):
         return False
 
 
+class PaymentForm(RecordForm):
+    periods = forms.CharField(
+        required=False,
+        help_text="Invoice periods it pays, comma-separated (2026-10, 2026-Q4); empty: oldest first",
+    )
+
+    class Meta:
+        model = Payment
+        fields = ["account", "amount", "received_at", "reference"]
+
+    def record(self, data: dict[str, Any]) -> Any:
+        from accounts.services import audit_record
+        from settlement.services.payments import payment_record
+
+        account = data["account"]
+        payment = payment_record(
+            account=account,
+            amount=data["amount"],
+            currency=account.currency,
+            received_at=data["received_at"],
+            reference=data["reference"],
+            invoice_periods=[p.strip() for p in (data.get("periods") or "").split(",") if p.strip()],
+        )
+        audit_record(
+            actor=self.request.user,  # type: ignore[arg-type]
+            action="payment.record",
+            obj=payment,
+            before=None,
+            after={"account": account.code, "amount": payment.amount, "reference": payment.reference},
+        )
+        return payment
+
+
 @admin.register(Payment)
-class PaymentAdmin(ReadOnly):
+class PaymentAdmin(RecordAdmin):
+    form = PaymentForm
     list_display = ("reference", "account", "amount", "currency", "received_at")
     search_fields = ("reference", "account__code")
     inlines = [AllocationInline]
+    show_full_result_count = False
+    list_select_related = ("account",)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None
+        return obj is None and admin.ModelAdmin.has_change_permission(self, request, obj)
 
 
 @admin.register(Statement)
 class StatementAdmin(ReadOnly):
     list_display = ("account", "label", "opening", "topups", "usage", "closing", "currency", "pdf")
     list_filter = ("label", "book")
+    list_select_related = ("account",)
+    show_full_result_count = False
 
     @admin.display(description="PDF")
     def pdf(self, obj: Statement) -> str:
@@ -179,7 +339,39 @@ class CloseRunAdmin(ReadOnly):
     list_filter = ("status", "book")
 
 
+class ManualChargeForm(RecordForm):
+    class Meta:
+        model = ManualCharge
+        fields = ["account", "description", "amount", "at", "reference"]
+
+    def record(self, data: dict[str, Any]) -> Any:
+        from accounts.services import audit_record
+        from settlement.services.invoicing import manual_charge_record
+
+        charge = manual_charge_record(
+            account=data["account"],
+            description=data["description"],
+            amount=data["amount"],
+            at=data["at"],
+            reference=data.get("reference") or "",
+        )
+        audit_record(
+            actor=self.request.user,  # type: ignore[arg-type]
+            action="manual_charge.record",
+            obj=charge,
+            before=None,
+            after={
+                "account": data["account"].code,
+                "amount": charge.amount,
+                "description": charge.description,
+            },
+        )
+        return charge
+
+
 @admin.register(ManualCharge)
-class ManualChargeAdmin(ReadOnly):
+class ManualChargeAdmin(RecordAdmin):
+    form = ManualChargeForm
     list_display = ("account", "description", "amount", "currency", "at", "invoice")
     search_fields = ("account__code", "description")
+    list_select_related = ("account", "invoice")

@@ -158,3 +158,5 @@ class UpstreamCostRollup(models.Model):
 
 # Billing (the close, invoices, payments, credit notes) lives in its own module.
 from settlement.models_billing import *  # noqa: E402, F403
+from settlement.models_dunning import *  # noqa: E402, F403
+from settlement.models_risk import *  # noqa: E402, F403

@@ -6,12 +6,19 @@ from django.utils import timezone
 
 from distributor.celery import app
 from settlement.close_tasks import close_all_books_task, close_run_task, drafts_issue_due_task
+from settlement.dunning_tasks import dunning_run_all_task, dunning_run_task
+from settlement.risk_tasks import exposure_snapshot_all_task, provision_all_books_task, provision_run_task
 
 __all__ = [
     "close_all_books_task",
     "close_run_task",
     "credit_states_refresh_task",
     "drafts_issue_due_task",
+    "dunning_run_all_task",
+    "dunning_run_task",
+    "exposure_snapshot_all_task",
+    "provision_all_books_task",
+    "provision_run_task",
     "usage_partitions_ensure_task",
 ]
 

@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.test.utils import override_settings
 
 from settlement.scenario.database import throwaway_database
 from settlement.scenario.report import report_build, report_json, report_text
@@ -70,9 +71,12 @@ class Command(BaseCommand):
 
         with _sigterm_as_exit(), contextlib.nullcontext() if options["keep"] else throwaway_database():
             try:
-                run = scenario_run(
-                    scenario=scenario, as_of=as_of, skip_pending=options["skip_pending"], say=warn
-                )
+                # A scenario's people are fictional: its reminders stay in memory rather than going
+                # to the configured backend (the console one would print them into the report).
+                with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend"):
+                    run = scenario_run(
+                        scenario=scenario, as_of=as_of, skip_pending=options["skip_pending"], say=warn
+                    )
             except ScenarioActionPending as exc:
                 raise CommandError(exc.message, returncode=EXIT_PENDING) from exc
             except ScenarioRefused as exc:
