@@ -103,6 +103,10 @@ def test_each_dashboard_draws_the_public_scenarios_figures(live_server: Any, bro
     browser.find_element(By.NAME, "username").send_keys("controller")
     browser.find_element(By.NAME, "password").send_keys("s3cret-pass")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    # The click only starts the login POST: wait for the redirect to land (slow under CI load).
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 60).until(lambda d: "Finance dashboards" in d.title)
     assert "Finance dashboards" in browser.title
     scope = f"book=platform&as_of={AS_OF}"
 
