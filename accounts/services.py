@@ -384,8 +384,29 @@ def account_update(
             refreshed += list(
                 Account.objects.filter(ancestor_ids__contains=[locked.pk]).values_list("pk", flat=True)
             )
+            if locked.status in (Status.ON_HOLD, Status.SUSPENDED):
+                _status_webhook_emit(account=locked, previous=before["status"])
         _credit_refresh_on_commit(refreshed)
     return locked
+
+
+def _status_webhook_emit(*, account: Account, previous: str) -> None:
+    """`account.on_hold` / `account.suspended` to the account's and its ancestors' endpoints, from
+    whoever set it (dunning, finance in the admin, a reseller through the API), in the same
+    transaction; one event per status change."""
+    from accounts.webhooks import webhook_event_emit
+
+    webhook_event_emit(
+        account=account,
+        event=f"account.{account.status}",
+        payload={
+            "account": account.code,
+            "status": account.status,
+            "previous_status": previous,
+            "at": _iso(account.updated_at),
+        },
+        dedupe_key=f"account.{account.status}:{account.code}:{_iso(account.updated_at)}",
+    )
 
 
 # --- price lists -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from distributor.errors import NotFound, ValidationFailed
 from settlement.api.billing_views import InvoiceOut, invoice_json
 from settlement.api.selectors import USAGE_GROUPS, usage_summary
 from settlement.models import CreditNote, Invoice, InvoiceStatus, Payment, PeriodKind, Statement
-from settlement.services.documents import invoices_csv, statement_pdf
+from settlement.services.documents import credit_note_pdf, invoices_csv, statement_pdf
 
 # --- usage -------------------------------------------------------------------------------------
 
@@ -226,6 +226,26 @@ class CreditNoteDetailView(ResellerView):
         if note is None:
             raise NotFound(f"no credit note {number!r}", details={"number": number})
         return Response(credit_note_json(note))
+
+
+class CreditNotePdfView(ResellerView):
+    @extend_schema(
+        operation_id="credit_note_pdf",
+        summary="One credit note as PDF",
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY, **ERRORS},
+    )
+    def get(self, request: Request, number: str) -> HttpResponse:
+        note = (
+            scoped_credit_notes(request)
+            .select_related("invoice__account", "issuer_book")
+            .filter(number=number)
+            .first()
+        )
+        if note is None:
+            raise NotFound(f"no credit note {number!r}", details={"number": number})
+        response = HttpResponse(credit_note_pdf(note=note), content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{note.number}.pdf"'
+        return response
 
 
 class AccountCreditNoteCsvView(ResellerView):

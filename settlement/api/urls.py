@@ -8,6 +8,7 @@ from settlement.api.reseller_views import (
     AccountStatementListView,
     AccountStatementPdfView,
     CreditNoteDetailView,
+    CreditNotePdfView,
     PaymentsMadeView,
     PaymentsReceivedView,
     UsageSummaryView,
@@ -41,5 +42,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="account-payments-received",
     ),
     path("credit-notes/<str:number>", CreditNoteDetailView.as_view(), name="credit-note-detail"),
+    path("credit-notes/<str:number>/pdf", CreditNotePdfView.as_view(), name="credit-note-pdf"),
     path("", include("settlement.api.billing_urls")),
 ]

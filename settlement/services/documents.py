@@ -8,6 +8,7 @@ import io
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
+from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
@@ -16,7 +17,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from distributor.money import normalize, round_minor
-from settlement.models import Invoice, InvoiceLineKind, Statement
+from settlement.models import CreditNote, Invoice, InvoiceLineKind, Statement
 
 
 def _money(amount: Decimal, currency: str) -> str:
@@ -83,6 +84,34 @@ def invoice_pdf(*, invoice: Invoice) -> bytes:
         ["Amount due", "", "", "", _money(invoice.open_amount if invoice.number else invoice.total, cur)],
     ]
     return _pdf(title, [*head, _table(rows, [62 * mm, 24 * mm, 30 * mm, 30 * mm, 30 * mm])])
+
+
+def credit_note_pdf(*, note: CreditNote) -> bytes:
+    """Issuer and customer, the note's number and date, the invoice it corrects, the reason, and
+    the amounts credited."""
+    styles = getSampleStyleSheet()
+    cur = note.currency
+    invoice = note.invoice
+    title = f"Credit note {note.number}"
+    head = [
+        Paragraph(title, styles["Title"]),
+        Paragraph(f"From: {note.issuer_book.name} ({note.issuer_book.code})", styles["Normal"]),
+        Paragraph(f"To: {invoice.account.name} ({invoice.account.code})", styles["Normal"]),
+        Paragraph(
+            f"Issued: {note.issue_date} &nbsp; Corrects invoice {invoice.number} ({invoice.label})",
+            styles["Normal"],
+        ),
+        Paragraph(f"Reason: {escape(note.reason)}", styles["Normal"]),
+        Spacer(1, 6 * mm),
+    ]
+    rows = [
+        ["", "Amount"],
+        ["Subtotal credited", _money(note.subtotal, cur)],
+        ["Tax credited", _money(note.tax, cur)],
+        ["Total credited", _money(note.total, cur)],
+        [f"Invoice {invoice.number} still open", _money(invoice.open_amount, cur)],
+    ]
+    return _pdf(title, [*head, _table(rows, [120 * mm, 50 * mm])])
 
 
 def statement_pdf(*, statement: Statement) -> bytes:

@@ -80,6 +80,8 @@ def test_credit_notes_payments_and_balances(aw: ApiWorld) -> None:
         (n["invoice"], n["subtotal"]["amount"], n["tax"]["amount"], n["total"]["amount"]) for n in notes
     ] == [("BETA-2026-000001", "100", "6", "106")]
     assert beta.get(f"/api/v1/credit-notes/{notes[0]['number']}").json()["reason"] == "outage"
+    pdf = beta.get(f"/api/v1/credit-notes/{notes[0]['number']}/pdf")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert notes[0]["number"] in beta.get("/api/v1/accounts/acme/credit-notes.csv").content.decode()
     made = beta.get("/api/v1/accounts/acme/payments").json()["results"]
     received = beta.get("/api/v1/accounts/beta/payments-received").json()["results"]

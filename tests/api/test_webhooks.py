@@ -165,6 +165,27 @@ def test_low_prepaid_balance_alerts_once_per_top_up(
     assert body["data"]["threshold"] == {"amount": "70", "currency": "USD"}
 
 
+def test_a_hold_is_announced_to_the_account_and_its_ancestors(
+    aw: ApiWorld, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    from accounts.models import Account
+    from accounts.services import account_update
+
+    register(aw.client("alpha"), receiver.url, ["account.on_hold", "account.suspended"])
+    acme = Account.objects.get(code="acme")
+    with django_capture_on_commit_callbacks(execute=True):
+        account_update(account=acme, status="on_hold")
+        account_update(account=acme, status="on_hold")  # no change: no second event
+        account_update(account=Account.objects.get(code="acme"), status="active")  # lifting: none
+    (body,) = [json.loads(r["body"]) for r in receiver.received]
+    assert body["event"] == "account.on_hold"
+    assert (body["data"]["account"], body["data"]["status"], body["data"]["previous_status"]) == (
+        "acme",
+        "on_hold",
+        "active",
+    )
+
+
 def test_internal_addresses_and_redirects_are_refused(
     aw: ApiWorld, settings: Any, receiver: Receiver
 ) -> None:
