@@ -12,19 +12,22 @@ from typing import Any
 import django_filters
 from django.db.models import QuerySet
 from django.http import HttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api.common import ERRORS, MoneyOut, ResellerListView, ResellerView, money, responses
-from accounts.api.scoping import scope_of
-from distributor.errors import NotFound, ValidationFailed
+from accounts.api.scoping import MANAGE_SCOPE, scope_of
+from distributor.errors import NotFound, PermissionRefused, ValidationFailed
 from settlement.api.billing_views import InvoiceOut, invoice_json
 from settlement.api.selectors import USAGE_GROUPS, usage_summary
 from settlement.models import CreditNote, Invoice, InvoiceStatus, Payment, PeriodKind, Statement
 from settlement.services.documents import credit_note_pdf, invoices_csv, statement_pdf
+from settlement.services.invoicing import manual_charge_record
+from settlement.services.payments import payment_record
 
 # --- usage -------------------------------------------------------------------------------------
 
@@ -428,6 +431,44 @@ def _payments() -> QuerySet[Payment]:
     return Payment.objects.select_related("account", "payee_book").prefetch_related("allocations__invoice")
 
 
+class PaymentIn(serializers.Serializer):
+    amount = serializers.DecimalField(max_digits=20, decimal_places=2, min_value=Decimal("0.01"))
+    currency = serializers.CharField(max_length=3, min_length=3)
+    reference = serializers.CharField(max_length=200)
+    received_at = serializers.DateTimeField(required=False)
+    invoices = serializers.ListField(
+        child=serializers.CharField(max_length=16), required=False, allow_empty=False, max_length=100
+    )
+
+
+class ChargeIn(serializers.Serializer):
+    description = serializers.CharField(max_length=300)
+    amount = serializers.DecimalField(max_digits=20, decimal_places=2, min_value=Decimal("0.01"))
+    at = serializers.DateTimeField(required=False)
+    reference = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class ChargeOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    account = serializers.CharField()
+    description = serializers.CharField()
+    amount = MoneyOut()
+    at = serializers.DateTimeField()
+
+
+def _own_child(request: Request, code: str) -> Any:
+    """A direct child of the key's account, which the key (scope `manage`) bills: payments from it
+    and charges to it are the parent's to record."""
+    scope = scope_of(request, needs=MANAGE_SCOPE)
+    account = scope.find_below(code)
+    if account.parent_id != scope.account.pk:
+        raise PermissionRefused(
+            f"{code!r} is billed by its own parent, who records its payments and charges",
+            details={"account": code},
+        )
+    return account
+
+
 class PaymentsMadeView(_PaymentListView):
     def get_queryset(self) -> QuerySet[Payment]:
         account = scope_of(self.request).find(self.kwargs["code"])
@@ -436,6 +477,66 @@ class PaymentsMadeView(_PaymentListView):
     @extend_schema(operation_id="account_payments_made", summary="Payments an account made to its parent")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="account_payment_record",
+        summary="Record a payment received from a child",
+        description=(
+            "The parent records what its direct child paid. The reference is unique per payer: the "
+            "same payment again returns the first one; other figures under it are a 409. Allocated to "
+            "the named invoice periods, else oldest first; any excess is kept as a credit balance."
+        ),
+        request=PaymentIn,
+        responses=responses(PaymentOut, write=True, status=201),
+    )
+    def post(self, request: Request, code: str) -> Response:
+        account = _own_child(request, code)
+        data = PaymentIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        payment = payment_record(
+            account=account,
+            amount=fields["amount"],
+            currency=fields["currency"],
+            received_at=fields.get("received_at") or timezone.now(),
+            reference=fields["reference"],
+            invoice_periods=fields.get("invoices"),
+        )
+        return Response(payment_json(_payments().get(pk=payment.pk)), status=status.HTTP_201_CREATED)
+
+
+class AccountChargeView(ResellerView):
+    @extend_schema(
+        operation_id="account_charge_record",
+        summary="Put a manual charge on a child's next invoice",
+        description=(
+            "Enterprise services and the like, billed on the child's invoice of the period containing "
+            "`at` (default now), or the next open period if that one is already issued."
+        ),
+        request=ChargeIn,
+        responses=responses(ChargeOut, write=True, status=201),
+    )
+    def post(self, request: Request, code: str) -> Response:
+        account = _own_child(request, code)
+        data = ChargeIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        at = fields.get("at") or timezone.now()
+        charge = manual_charge_record(
+            account=account,
+            description=fields["description"],
+            amount=fields["amount"],
+            at=at,
+            reference=fields["reference"],
+        )
+        body = {
+            "id": charge.pk,
+            "account": account.code,
+            "description": charge.description,
+            "amount": money(charge.amount, account.currency),
+            "at": at,
+        }
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class PaymentsReceivedView(_PaymentListView):

@@ -1,6 +1,7 @@
 from django.urls import URLPattern, URLResolver, include, path
 
 from settlement.api.reseller_views import (
+    AccountChargeView,
     AccountCreditNoteCsvView,
     AccountCreditNoteListView,
     AccountInvoiceCsvView,
@@ -36,6 +37,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="account-statement-pdf",
     ),
     path("accounts/<str:code>/payments", PaymentsMadeView.as_view(), name="account-payments"),
+    path("accounts/<str:code>/charges", AccountChargeView.as_view(), name="account-charges"),
     path(
         "accounts/<str:code>/payments-received",
         PaymentsReceivedView.as_view(),

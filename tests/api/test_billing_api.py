@@ -114,3 +114,45 @@ def test_prepaid_statements_and_wallet(aw: ApiWorld) -> None:
     assert devsolo.get("/api/v1/accounts/devsolo/statements/2026-09/pdf").status_code == 404
     balance = devsolo.get("/api/v1/accounts/devsolo/balance").json()
     assert (balance["wallet"]["amount"], balance["available"]["amount"]) == ("60.4375", "60.4375")
+
+
+def test_a_parent_records_its_childs_payment_and_a_charge(aw: ApiWorld) -> None:
+    from settlement.models import ManualCharge, Payment
+
+    beta, acme, alpha = aw.client("beta"), aw.client("acme"), aw.client("alpha")
+    wire = {
+        "amount": "855.00",
+        "currency": "USD",
+        "reference": "ACME-WIRE-9",
+        "received_at": "2026-11-08T00:00:00Z",
+    }
+    first = beta.post("/api/v1/accounts/acme/payments", wire, format="json")
+    assert first.status_code == 201, first.json()
+    # 1,855 - 855 = 1,000 still open on acme's October invoice.
+    assert first.json()["allocations"] == [
+        {"invoice": "BETA-2026-000001", "amount": {"amount": "855", "currency": "USD"}}
+    ]
+    assert Invoice.objects.get(number="BETA-2026-000001").open_amount == D("1000.00")
+    # The same wire again is the same payment; other figures under its reference are a conflict.
+    assert beta.post("/api/v1/accounts/acme/payments", wire, format="json").json()["id"] == first.json()["id"]
+    clash = beta.post("/api/v1/accounts/acme/payments", {**wire, "amount": "900.00"}, format="json")
+    assert clash.status_code == 409 and Payment.objects.count() == 1
+    # Only the direct parent records: acme itself and its grandparent alpha are refused.
+    assert acme.post("/api/v1/accounts/acme/payments", wire, format="json").status_code == 403
+    assert alpha.post("/api/v1/accounts/acme/payments", wire, format="json").status_code == 403
+    bad = beta.post(
+        "/api/v1/accounts/acme/payments", {**wire, "currency": "EUR", "reference": "X"}, format="json"
+    )
+    assert bad.status_code == 400 and Payment.objects.count() == 1
+
+    charge = beta.post(
+        "/api/v1/accounts/acme/charges",
+        {"description": "Fine-tuning consultation", "amount": "250.00", "at": "2026-11-20T00:00:00Z"},
+        format="json",
+    )
+    assert charge.status_code == 201, charge.json()
+    assert charge.json()["amount"] == {"amount": "250", "currency": "USD"}
+    # The world already holds October's workshop charge; this is the second.
+    assert ManualCharge.objects.filter(description="Fine-tuning consultation").count() == 1
+    negative = beta.post("/api/v1/accounts/acme/charges", {"description": "x", "amount": "-5"}, format="json")
+    assert negative.status_code == 400 and ManualCharge.objects.count() == 2
