@@ -14,7 +14,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
+from django.core.cache import cache
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -221,14 +222,101 @@ def account_children(*, account: Account | None) -> QuerySet[Account]:
     return Account.objects.filter(parent=account).select_related("book")
 
 
-def api_key_authenticate(*, secret: str) -> ApiKey | None:
-    """The key with this secret if it is neither revoked nor expired and its account is not closed."""
+# Verifying the key was a third of an authorization request's time (docs/benchmarks.md): the gateway
+# presents the same few keys thousands of times a minute. What authentication needs of a key is kept
+# in the Django cache (Redis in production, shared by every web process) for a short while. Revoking a
+# key or closing its account rewrites its entry (api_key_cache_invalidate), so a revoked key is
+# refused on the next request; expiry is checked against the clock on every request, cached or not.
+API_KEY_CACHE_SECONDS = 60
+_API_KEY_CACHE_PREFIX = "api-key:v1:"
+
+# (key id, account id or None, scopes, expires_at, revoked, account closed, prefix, name)
+_CachedKey = tuple[int, int | None, list[str], datetime | None, bool, bool, str, str]
+
+
+def _api_key_cache_key(secret_hash: str) -> str:
+    return _API_KEY_CACHE_PREFIX + secret_hash
+
+
+def _api_keys_read(*, secret_hashes: list[str]) -> dict[str, _CachedKey]:
+    rows = ApiKey.objects.filter(secret_hash__in=secret_hashes).values_list(
+        "secret_hash",
+        "pk",
+        "account_id",
+        "scopes",
+        "expires_at",
+        "revoked_at",
+        "account__status",
+        "prefix",
+        "name",
+    )
+    return {
+        row[0]: (
+            row[1],
+            row[2],
+            list(row[3]),
+            row[4],
+            row[5] is not None,
+            row[6] == Status.CLOSED,
+            row[7],
+            row[8],
+        )
+        for row in rows
+    }
+
+
+def api_key_cache_refresh(*, secret_hashes: list[str]) -> None:
+    """Overwrite the cached entries of these keys with what the database holds now (a key no longer
+    there is forgotten). Called once a revocation or an account's closing has committed."""
+    if not secret_hashes:
+        return
+    found = _api_keys_read(secret_hashes=secret_hashes)
+    cache.set_many({_api_key_cache_key(h): v for h, v in found.items()}, API_KEY_CACHE_SECONDS)
+    gone = [_api_key_cache_key(h) for h in secret_hashes if h not in found]
+    if gone:
+        cache.delete_many(gone)
+
+
+def api_key_cache_invalidate(*, secret_hashes: list[str]) -> None:
+    """Forget these keys' cached entries now and rewrite them once the surrounding transaction commits.
+    The rewrite (a plain set, where readers only add) wins over a reader that read the row before the
+    commit and caches it after the forgetting."""
+    wanted = list(secret_hashes)
+    if not wanted:
+        return
+    cache.delete_many([_api_key_cache_key(h) for h in wanted])
+    transaction.on_commit(lambda: api_key_cache_refresh(secret_hashes=wanted))
+
+
+def api_key_authenticate(*, secret: str, now: datetime | None = None) -> ApiKey | None:
+    """The key with this secret if it is neither revoked nor expired and its account is not closed.
+    Answered from the cache when it can be; the key's account is then loaded only if asked for."""
     if not secret:
         return None
-    return (
-        ApiKey.objects.select_related("account")
-        .filter(secret_hash=ApiKey.hash_of(secret), revoked_at__isnull=True)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
-        .exclude(account__status=Status.CLOSED)
-        .first()
+    secret_hash = ApiKey.hash_of(secret)
+    cache_key = _api_key_cache_key(secret_hash)
+    entry: _CachedKey | None = cache.get(cache_key)
+    if entry is None:
+        entry = _api_keys_read(secret_hashes=[secret_hash]).get(secret_hash)
+        if entry is None:
+            return None  # unknown secrets are not cached: anyone could fill the cache with them
+        # add, not set: a revocation's rewrite that landed first is not overwritten with older news.
+        cache.add(cache_key, entry, API_KEY_CACHE_SECONDS)
+    key_id, account_id, scopes, expires_at, revoked, account_closed, prefix, name = entry
+    if revoked or account_closed:
+        return None
+    if expires_at is not None and expires_at <= (now or timezone.now()):
+        return None
+    key = ApiKey(
+        id=key_id,
+        account_id=account_id,
+        scopes=scopes,
+        expires_at=expires_at,
+        revoked_at=None,
+        secret_hash=secret_hash,
+        prefix=prefix,
+        name=name,
     )
+    key._state.adding = False
+    key._state.db = "default"
+    return key

@@ -36,6 +36,7 @@ from accounts.models import (
     Terms,
     Topup,
 )
+from accounts.selectors import api_key_cache_invalidate
 from distributor.errors import Conflict, ValidationFailed
 from distributor.money import (
     AMOUNT_DECIMAL_PLACES,
@@ -386,6 +387,13 @@ def account_update(
             )
             if locked.status in (Status.ON_HOLD, Status.SUSPENDED):
                 _status_webhook_emit(account=locked, previous=before["status"])
+            if Status.CLOSED in (locked.status, before["status"]):
+                # A closed account's keys are refused (and a reopened one's work again) at once.
+                api_key_cache_invalidate(
+                    secret_hashes=list(
+                        ApiKey.objects.filter(account=locked).values_list("secret_hash", flat=True)
+                    )
+                )
         _credit_refresh_on_commit(refreshed)
     return locked
 
@@ -661,4 +669,6 @@ def api_key_revoke(*, key: ApiKey, actor: Actor = None, now: datetime | None = N
                 before={"revoked_at": None},
                 after={"revoked_at": locked.revoked_at},
             )
+            # Refused from the next request on, not when the authentication cache's entry runs out.
+            api_key_cache_invalidate(secret_hashes=[locked.secret_hash])
     return locked

@@ -175,10 +175,12 @@ class AuthorizationView(APIView):
         responses={200: AuthorizationDoc},
     )
     def get(self, request: Request, code: str) -> Response:
-        caller, service = caller_of(request)
+        # The key's account id is enough here: loading the account itself was a query per request.
+        caller_id: int | None = getattr(request.auth, "account_id", None)
+        service = request.auth is not None and caller_id is None
         account = _account_for_authorization(code)
         in_scope = account is not None and (
-            service or (caller is not None and (account.pk == caller.pk or caller.pk in account.ancestor_ids))
+            service or account.pk == caller_id or caller_id in account.ancestor_ids
         )
         if account is None or not in_scope:
             raise NotFound(f"no account {code!r}", details={"account": code})
