@@ -7,17 +7,10 @@ hour whatever the zone. Reruns are harmless (each purchase expires once).
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from django.db.models import Q
-from django.utils import timezone
 
 from distributor.celery import app
-
-
-def _instant(now: str | None) -> datetime:
-    # Tasks travel as JSON: the clock comes as an ISO string, or is the worker's own.
-    return datetime.fromisoformat(now) if now else timezone.now()
+from distributor.clock import task_moment
 
 
 @app.task(
@@ -33,7 +26,7 @@ def purchases_expire_task(book_id: int, now: str | None = None) -> int:
     from ledger.models import Book
     from procurement.services import purchases_expire
 
-    return len(purchases_expire(book=Book.objects.get(pk=book_id), now=_instant(now)))
+    return len(purchases_expire(book=Book.objects.get(pk=book_id), now=task_moment(now)))
 
 
 @app.task(name="procurement.purchases_expire_due", soft_time_limit=300, time_limit=360)
@@ -44,7 +37,7 @@ def purchases_expire_due_task(now: str | None = None) -> int:
     from procurement.models import QuotaPurchase
     from procurement.services import purchases_expire
 
-    instant = _instant(now)
+    instant = task_moment(now)
     due_books = (
         QuotaPurchase.objects.filter(Q(expires_at__lte=instant), expired_at__isnull=True)
         .values_list("book_id", flat=True)

@@ -3,20 +3,8 @@ into settlement/tasks.py; the beat entries are proposed in docs/close.md."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from django.utils import timezone
-
 from distributor.celery import app
-
-
-def _moment(now_iso: str | None) -> datetime:
-    if not now_iso:
-        return timezone.now()
-    moment = datetime.fromisoformat(now_iso)
-    if moment.tzinfo is None:
-        raise ValueError(f"now_iso must carry a time zone: {now_iso!r}")
-    return moment
+from distributor.clock import task_moment
 
 
 @app.task(name="settlement.close_run", soft_time_limit=1800, time_limit=2000, max_retries=3)
@@ -25,7 +13,7 @@ def close_run_task(book_id: int, now_iso: str | None = None) -> list[str]:
     from ledger.models import Book
     from settlement.services.close import close_run
 
-    runs = close_run(book=Book.objects.get(pk=book_id), now=_moment(now_iso))
+    runs = close_run(book=Book.objects.get(pk=book_id), now=task_moment(now_iso))
     return [f"{r.label}:{r.status}" for r in runs]
 
 
@@ -35,7 +23,9 @@ def drafts_issue_due_task(book_id: int, now_iso: str | None = None) -> list[str]
     from ledger.models import Book
     from settlement.services.invoicing import drafts_issue_due
 
-    return [i.number or "" for i in drafts_issue_due(book=Book.objects.get(pk=book_id), now=_moment(now_iso))]
+    return [
+        i.number or "" for i in drafts_issue_due(book=Book.objects.get(pk=book_id), now=task_moment(now_iso))
+    ]
 
 
 @app.task(name="settlement.close_all_books", soft_time_limit=120, time_limit=180)
@@ -46,7 +36,7 @@ def close_all_books_task(now_iso: str | None = None) -> int:
 
     from ledger.models import Book
 
-    moment = _moment(now_iso).isoformat()
+    moment = task_moment(now_iso).isoformat()
     book_ids = list(Book.objects.order_by("pk").values_list("pk", flat=True))
     for book_id in book_ids:
         chain(close_run_task.si(book_id, moment), drafts_issue_due_task.si(book_id, moment)).apply_async()

@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from django.utils import timezone
-
 from distributor.celery import app
-
-
-def _moment(as_of_iso: str | None) -> datetime:
-    if not as_of_iso:
-        return timezone.now()
-    moment = datetime.fromisoformat(as_of_iso)
-    if moment.tzinfo is None:
-        raise ValueError(f"as_of_iso must carry a time zone: {as_of_iso!r}")
-    return moment
+from distributor.clock import task_moment
 
 
 @app.task(name="settlement.dunning_run", soft_time_limit=900, time_limit=1000, max_retries=3)
@@ -24,7 +12,7 @@ def dunning_run_task(book_id: int, as_of_iso: str | None = None) -> int:
     from ledger.models import Book
     from settlement.services.dunning import dunning_run
 
-    return len(dunning_run(book=Book.objects.get(pk=book_id), as_of=_moment(as_of_iso)))
+    return len(dunning_run(book=Book.objects.get(pk=book_id), as_of=task_moment(as_of_iso)))
 
 
 @app.task(name="settlement.dunning_run_all", soft_time_limit=120, time_limit=180)
@@ -32,7 +20,7 @@ def dunning_run_all_task(as_of_iso: str | None = None) -> int:
     """Beat's entry: one dunning task per book, so one book's trouble never holds up the others."""
     from ledger.models import Book
 
-    moment = _moment(as_of_iso).isoformat()
+    moment = task_moment(as_of_iso).isoformat()
     book_ids = list(Book.objects.order_by("pk").values_list("pk", flat=True))
     for book_id in book_ids:
         dunning_run_task.delay(book_id, moment)

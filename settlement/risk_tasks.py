@@ -4,20 +4,10 @@ are harmless (beat entries: distributor/celery.py)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from django.utils import timezone
 
 from distributor.celery import app
-
-
-def _moment(value: str | None) -> datetime:
-    if not value:
-        return timezone.now()
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamps must carry a time zone: {value!r}")
-    return moment
+from distributor.clock import task_moment
 
 
 @app.task(name="settlement.exposure_snapshot_all", soft_time_limit=600, time_limit=700, max_retries=3)
@@ -25,7 +15,7 @@ def exposure_snapshot_all_task(now_iso: str | None = None) -> int:
     """Snapshot every book's exposure at the end of its last ended day (one row per day, kept)."""
     from settlement.services.provisioning import exposure_snapshots_take_all
 
-    return exposure_snapshots_take_all(now=_moment(now_iso))
+    return exposure_snapshots_take_all(now=task_moment(now_iso))
 
 
 @app.task(name="settlement.provision_run", soft_time_limit=600, time_limit=700, max_retries=3)
@@ -35,7 +25,7 @@ def provision_run_task(book_id: int, as_of_iso: str | None = None) -> list[str]:
     from settlement.services.provisioning import month_end_before, provision_run
 
     book = Book.objects.get(pk=book_id)
-    as_of = _moment(as_of_iso) if as_of_iso else month_end_before(book=book, now=timezone.now())
+    as_of = task_moment(as_of_iso) if as_of_iso else month_end_before(book=book, now=timezone.now())
     result = provision_run(book=book, as_of=as_of)
     return [f"{result.period} {line.currency}: {line.required} ({line.change:+})" for line in result.lines]
 
@@ -47,7 +37,7 @@ def provision_all_books_task(now_iso: str | None = None) -> int:
     from ledger.models import Book
     from settlement.services.provisioning import month_end_before
 
-    now = _moment(now_iso)
+    now = task_moment(now_iso)
     books = list(Book.objects.order_by("pk"))
     for book in books:
         provision_run_task.delay(book.pk, month_end_before(book=book, now=now).isoformat())
