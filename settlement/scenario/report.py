@@ -19,7 +19,7 @@ from django.db.models import Sum
 
 from distributor.money import normalize, round_minor
 from ledger.models import AccountBalance, Book
-from settlement.scenario.runner import ScenarioRun
+from settlement.scenario.runner import ScenarioRun, scenario_books
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +36,6 @@ def _selector(module: str, name: str) -> Callable[..., Any] | None:
     except ImportError:
         return None
     return found if callable(found) else None
-
-
-def _scenario_books(run: ScenarioRun) -> list[Book]:
-    # A distributor's own book carries the distributor's code (accounts contract), so the scenario's
-    # books are found by code: this keeps a --keep run's report off unrelated books in the database.
-    codes = {run.scenario.book.code} | {a.code for a in run.scenario.accounts if a.kind == "distributor"}
-    books = list(Book.objects.filter(code__in=codes).order_by("id"))
-    return sorted(books, key=lambda b: (b.code != run.scenario.book.code, b.pk))
 
 
 def _book_currencies(books: list[Book]) -> list[tuple[Book, str]]:
@@ -297,7 +289,7 @@ SECTIONS: list[Callable[[ReportContext], dict[str, Any]]] = [
 
 def report_build(*, run: ScenarioRun) -> dict[str, Any]:
     """The report as plain data (Decimals, datetimes); `report_json`/`report_text` render it."""
-    books = _scenario_books(run)
+    books = scenario_books(run)
     ctx = ReportContext(run=run, as_of=run.as_of, books=books, book_currencies=_book_currencies(books))
     report: dict[str, Any] = {}
     for section in SECTIONS:

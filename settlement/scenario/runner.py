@@ -223,12 +223,14 @@ def _fx(run: ScenarioRun, event: StoryEvent) -> None:
     rate_set(base=p.base, quote=p.quote, rate=p.rate, effective_at=event.at)
 
 
-def _books(run: ScenarioRun) -> list[Book]:
-    """The root and every distributor's own book, root first: each close, issue and provisioning
-    step runs book by book, as the beat jobs do."""
-    codes = {run.root.code} | {a.code for a in run.scenario.accounts if a.kind == "distributor"}
+def scenario_books(run: ScenarioRun) -> list[Book]:
+    """The root and every distributor's own book, root first. A distributor's own book carries its
+    code, so they are found by code (which keeps a --keep run off unrelated books in the database).
+    Close, issue and provisioning run over them book by book, as the beat jobs do; the report lists
+    them in this order."""
+    codes = {run.scenario.book.code} | {a.code for a in run.scenario.accounts if a.kind == "distributor"}
     books = Book.objects.filter(code__in=codes).order_by("pk")
-    return sorted(books, key=lambda b: (b.pk != run.root.pk, b.pk))
+    return sorted(books, key=lambda b: (b.code != run.scenario.book.code, b.pk))
 
 
 def _ingest(run: ScenarioRun, events: list[dict[str, Any]], received_at: datetime) -> None:
@@ -319,7 +321,7 @@ def _close(run: ScenarioRun, event: StoryEvent) -> None:
     close_run = _service(
         "settlement.services.close", "close_run", action="close", waits_for="issue 5: the close"
     )
-    for book in _books(run):
+    for book in scenario_books(run):
         close_run(book=book, now=event.at)
 
 
@@ -327,7 +329,7 @@ def _issue(run: ScenarioRun, event: StoryEvent) -> None:
     issue_due = _service(
         "settlement.services.invoicing", "drafts_issue_due", action="issue", waits_for="issue 5: invoicing"
     )
-    for book in _books(run):
+    for book in scenario_books(run):
         issue_due(book=book, now=event.at)
 
 
@@ -355,7 +357,7 @@ def _provision(run: ScenarioRun, event: StoryEvent) -> None:
         "settlement.services.provisioning", "provision_run", action="provision", waits_for=waits
     )
     dunning_run = _service("settlement.services.dunning", "dunning_run", action="provision", waits_for=waits)
-    for book in _books(run):
+    for book in scenario_books(run):
         provision_run(book=book, as_of=event.at)
         dunning_run(book=book, as_of=event.at)
 
@@ -387,13 +389,13 @@ def _risk_policies_set(run: ScenarioRun) -> None:
         )
         # In force from the scenario's first day, so that every provisioning run of the story uses it.
         first = min((e.at for e in run.scenario.story), default=run.as_of).astimezone(run.zone).date()
-        for book in _books(run):
+        for book in scenario_books(run):
             matrix_set(book=book, rates=dict(b.provision_matrix), effective_from=first)
     if b.dunning:
         levels_set = _service(
             "settlement.services.dunning", "dunning_levels_set", action="book", waits_for="issue 6"
         )
-        for book in _books(run):
+        for book in scenario_books(run):
             levels_set(book=book, levels=[(level.days, level.action) for level in b.dunning])
 
 
