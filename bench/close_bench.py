@@ -27,7 +27,6 @@ import os
 import sys
 import time
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
@@ -115,10 +114,9 @@ def book_seed(*, code: str, accounts: int, models: list[tuple[int, str]], days: 
                 """
                 INSERT INTO settlement_usagerollup
                     (payer_account_id, payee_book_id, payee_account_id, model_id, model_code, day,
-                     token_class, unit_price, currency, prepaid, price_list_id, tokens, amount,
-                     billed_tokens, billed_amount, updated_at)
+                     token_class, unit_price, currency, prepaid, price_list_id, tokens, amount, updated_at)
                 SELECT a.id, %s, NULL, m.id, m.code, %s::date + d, c.cls, c.mult * m.n, 'USD', false, NULL,
-                       t.tokens, t.tokens * c.mult * m.n / 1000000, 0, 0, now()
+                       t.tokens, t.tokens * c.mult * m.n / 1000000, now()
                 FROM accounts_account a
                 CROSS JOIN unnest(%s::bigint[], %s::text[]) WITH ORDINALITY AS m(id, code, n)
                 CROSS JOIN (SELECT (k * 31 / %s) AS d FROM generate_series(0, %s - 1) AS k) AS days
@@ -130,6 +128,20 @@ def book_seed(*, code: str, accounts: int, models: list[tuple[int, str]], days: 
                 """,
                 [book.pk, MONTH_START, model_ids, model_codes, days, days, book.pk, low, low + SEED_CHUNK],
             )
+        # Rating writes each payer's postpaid month per model, class and price beside its daily rows
+        # (one revision per batch that touched it).
+        cur.execute(
+            """
+            INSERT INTO settlement_usageaccrual
+                (payer_account_id, month, model_id, model_code, token_class, unit_price, currency, first_day,
+                 tokens, amount, revision, updated_at)
+            SELECT payer_account_id, %s, model_id, min(model_code), token_class, unit_price, 'USD', min(day),
+                   sum(tokens), sum(amount), count(*), now()
+            FROM settlement_usagerollup WHERE payee_book_id = %s
+            GROUP BY payer_account_id, model_id, token_class, unit_price
+            """,
+            [MONTH_START, book.pk],
+        )
     return book
 
 
@@ -176,7 +188,12 @@ def raw_events_add(*, book: Any, per_account: int, models: list[tuple[int, str]]
         # Rollups are written over a month in real life and autovacuum has long visited them; fresh
         # from one bulk insert, the close's first read would instead pay for setting every row's
         # hint bits (and the planner would have no statistics).
-        for table in ("settlement_usagerollup", "settlement_usageevent", "accounts_account"):
+        for table in (
+            "settlement_usagerollup",
+            "settlement_usageaccrual",
+            "settlement_usageevent",
+            "accounts_account",
+        ):
             cur.execute(f"VACUUM ANALYZE {table}")
     return int(total)
 
@@ -203,8 +220,10 @@ def close_timed(book: Any) -> dict[str, float]:
 def close_checked(book: Any, accounts: int) -> None:
     """What must hold after the close: one issued invoice per account, numbers 1..N without a gap,
     every rollup billed, and a zero trial balance."""
+    from django.db.models import Sum
+
     from ledger.selectors import trial_balance
-    from settlement.models import Invoice, UsageRollup
+    from settlement.models import Invoice, InvoiceUsage, UsageRollup
 
     invoices = Invoice.objects.filter(issuer_book=book)
     numbers = sorted(int(n.rsplit("-", 1)[1]) for n in invoices.values_list("number", flat=True) if n)
@@ -213,9 +232,14 @@ def close_checked(book: Any, accounts: int) -> None:
         problems.append(f"{invoices.count()} invoices for {accounts} accounts")
     if numbers != list(range(1, accounts + 1)):
         problems.append("invoice numbers are not 1..N")
-    unbilled = UsageRollup.objects.filter(payee_book=book).exclude(billed_amount=Decimal(0)).count()
-    if unbilled != UsageRollup.objects.filter(payee_book=book).count():
-        problems.append("some rollups were not marked billed")
+    rated = UsageRollup.objects.filter(payee_book=book).aggregate(tokens=Sum("tokens"), amount=Sum("amount"))
+    billed = (
+        InvoiceUsage.objects.filter(invoice__issuer_book=book)
+        .exclude(invoice__status="draft")
+        .aggregate(tokens=Sum("tokens"), amount=Sum("amount"))
+    )
+    if rated != billed:
+        problems.append(f"billed usage {billed} is not the rated usage {rated}")
     if any(row["difference"] != 0 for row in trial_balance(book=book)):
         problems.append("the trial balance is not zero")
     if problems:

@@ -8,6 +8,7 @@ plain columns, and every amount here already travels with its currency explicitl
 from __future__ import annotations
 
 import decimal
+import functools
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -78,6 +79,7 @@ def to_decimal(value: object, *, field: str = "amount") -> Decimal:
     return result
 
 
+@functools.lru_cache(maxsize=256)
 def minor_quantum(currency: str) -> Decimal:
     return Decimal(1).scaleb(-MINOR_UNITS[check_currency(currency)])
 

@@ -41,7 +41,6 @@ class UsageRollupAdmin(ReadOnlyAdmin):
         "amount",
         "currency",
         "prepaid",
-        "billed_amount",
     )
     list_filter = ("prepaid", "token_class", "payee_book")
     search_fields = ("model_code",)

@@ -87,8 +87,9 @@ class UsageEvent(models.Model):
 class UsageRollup(models.Model):
     """What one payer owes its parent for one model, token class and unit price on one day (in the
     payee book's zone): one row per cascade hop (§4). `amount` is exact (tokens x unit price / 1M,
-    never rounded). `billed_tokens`/`billed_amount` are advanced by the close when an invoice that
-    includes the row is issued, so unbilled = amount - billed_amount (§11.6)."""
+    never rounded). Rows are only ever added to by rating: what has been invoiced of them is kept
+    per month on the invoices (`InvoiceUsage`), so issuing a month never rewrites its ~1,200 rows an
+    account (§11.6: unbilled = these rows - the usage of issued invoices)."""
 
     payer_account_id = models.BigIntegerField()
     payee_book = models.ForeignKey("ledger.Book", on_delete=models.PROTECT, related_name="usage_rollups")
@@ -103,8 +104,6 @@ class UsageRollup(models.Model):
     price_list_id = models.BigIntegerField(null=True, blank=True)
     tokens = models.BigIntegerField(default=0)
     amount = amount_field(default=0)
-    billed_tokens = models.BigIntegerField(default=0)
-    billed_amount = amount_field(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -122,6 +121,42 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payer_account_id} {self.model_code}/{self.token_class} {self.day}: {self.amount}"
+
+
+class UsageAccrual(models.Model):
+    """A payer's postpaid usage per month (payee book's zone), model, token class and unit price:
+    its daily rollup rows summed by rating, in the same statement that writes them. The close reads
+    these (~40 rows an account a month) instead of summing ~1,200 daily rows, and credit control
+    sums them for unbilled usage. `revision` counts the batches that changed the row: a draft
+    remembers the sum of its payer's revisions up to its period's end, so issuing it can tell in one
+    indexed read whether any usage of its period arrived since."""
+
+    payer_account_id = models.BigIntegerField()
+    month = models.DateField(help_text="First day of the month")
+    model_id = models.BigIntegerField()
+    model_code = models.CharField(max_length=100)
+    token_class = models.CharField(max_length=16)
+    unit_price = price_field()
+    currency = currency_field()
+    first_day = models.DateField(help_text="Earliest day of the month with usage at this price")
+    tokens = models.BigIntegerField(default=0)
+    amount = amount_field(default=0)
+    revision = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["month", "payer_account_id", "model_code", "token_class"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["payer_account_id", "month", "model_id", "token_class", "unit_price"],
+                name="usage_accrual_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.payer_account_id} {self.month:%Y-%m} {self.model_code}/{self.token_class}: {self.amount}"
+        )
 
 
 class UpstreamCostRollup(models.Model):

@@ -23,6 +23,7 @@ __all__ = [
     "InvoiceLine",
     "InvoiceLineKind",
     "InvoiceStatus",
+    "InvoiceUsage",
     "ManualCharge",
     "NumberCounter",
     "Payment",
@@ -100,6 +101,11 @@ class Invoice(models.Model):
     credited_amount = amount_field(default=0)
     written_off_amount = amount_field(default=0)
     drafted_at = models.DateTimeField()
+    usage_revision = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Sum of the payer's usage accrual revisions up to the period's end when drafted",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -132,6 +138,34 @@ class Invoice(models.Model):
         if self.status == InvoiceStatus.DRAFT:
             return Decimal(0)
         return self.total - self.paid_amount - self.credited_amount - self.written_off_amount
+
+
+class InvoiceUsage(models.Model):
+    """The usage an invoice bills: for one month of the payer's rollups, one model, token class and
+    unit price, the part that was unbilled when the invoice was drafted (exact). Usage is billed
+    once its invoice is no longer a draft, so unbilled usage = rollups - the usage rows of
+    non-draft invoices, per month and key. A draft's rows are rewritten with it; an issued
+    invoice's rows are refused any change by the database, like its lines (migration 0007)."""
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="usage")
+    payer_account_id = models.BigIntegerField()
+    month = models.DateField(help_text="First day of the month the usage happened in (book's zone)")
+    first_day = models.DateField(help_text="Earliest day of the month with usage at this price")
+    model_id = models.BigIntegerField()
+    model_code = models.CharField(max_length=100)
+    token_class = models.CharField(max_length=16)
+    unit_price = price_field()
+    tokens = models.BigIntegerField()
+    amount = amount_field()
+
+    class Meta:
+        ordering = ["invoice", "month", "model_code", "token_class"]
+        indexes = [
+            models.Index(fields=["payer_account_id", "month"], name="invoice_usage_payer_month"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invoice_id} {self.month:%Y-%m} {self.model_code}/{self.token_class}: {self.amount}"
 
 
 class InvoiceLineKind(models.TextChoices):

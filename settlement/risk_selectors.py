@@ -19,6 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
 from typing import Any
 
+from django.db import connection
 from django.db.models import DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
@@ -33,7 +34,6 @@ from settlement.models import (
     InvoiceStatus,
     PaymentAllocation,
     ProvisionMatrix,
-    UsageRollup,
     WriteOff,
     WriteOffRecovery,
 )
@@ -317,25 +317,42 @@ def _balances_as_of(*, book: Book, account_code: str, currency: str, as_of: date
     return found
 
 
+# Rated usage up to a day less what invoices that are no longer drafts bill of those months.
+_UNBILLED_THROUGH = """
+    SELECT payer, sum(amount) FROM (
+        SELECT payer_account_id AS payer, amount FROM settlement_usagerollup
+        WHERE {rated} AND currency = %(currency)s AND NOT prepaid AND day <= %(through)s
+        UNION ALL
+        SELECT u.payer_account_id, -u.amount
+        FROM settlement_invoiceusage u JOIN settlement_invoice i ON i.id = u.invoice_id
+        WHERE {billed} AND i.currency = %(currency)s AND i.status <> 'draft' AND u.month <= %(through)s
+    ) AS moves
+    GROUP BY payer
+"""
+
+
+def _unbilled_through(*, rated: str, billed: str, params: dict[str, Any]) -> dict[int, Decimal]:
+    with connection.cursor() as cursor:
+        cursor.execute(_UNBILLED_THROUGH.format(rated=rated, billed=billed), params)
+        return {payer: amount for payer, amount in cursor if amount}
+
+
 def _unbilled_by_payer(*, payee_book: Book, currency: str, through: date) -> dict[int, Decimal]:
     """§11.6: exact postpaid usage not yet on an issued invoice (drafts count), per paying account."""
-    rows = (
-        UsageRollup.objects.filter(payee_book=payee_book, currency=currency, prepaid=False, day__lte=through)
-        .values("payer_account_id")
-        .annotate(open=Sum("amount") - Sum("billed_amount"))
-        .values_list("payer_account_id", "open")
+    return _unbilled_through(
+        rated="payee_book_id = %(book)s",
+        billed="i.issuer_book_id = %(book)s",
+        params={"book": payee_book.pk, "currency": currency, "through": through},
     )
-    return {payer: amount for payer, amount in rows if amount}
 
 
 def _own_unbilled(*, account: Any, currency: str, through: date) -> Decimal:
     """A distributor's own accrued usage at its own price, not yet invoiced by its parent."""
-    total = (
-        UsageRollup.objects.filter(
-            payer_account_id=account.pk, currency=currency, prepaid=False, day__lte=through
-        ).aggregate(open=Sum("amount") - Sum("billed_amount"))["open"]
-    ) or Decimal(0)
-    return total
+    return _unbilled_through(
+        rated="payer_account_id = %(payer)s",
+        billed="u.payer_account_id = %(payer)s",
+        params={"payer": account.pk, "currency": currency, "through": through},
+    ).get(account.pk, Decimal(0))
 
 
 def exposure(*, book: Book, currency: str, as_of: datetime) -> Exposure:

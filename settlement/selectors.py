@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import F, QuerySet, Sum
+from django.db import connection
+from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncMonth
 
 from settlement.models import UpstreamCostRollup, UsageBatch, UsageRollup
@@ -25,12 +27,34 @@ def usage_rollups(
     return qs
 
 
+# §11.6: unbilled = what was rated - what invoices that are no longer drafts bill. Both sides are
+# small per payer (a row per month; ~40 rows per invoice), never the ~1,200 rollup rows of a month.
+_UNBILLED_BY_PAYER = """
+    SELECT payer, sum(amount) FROM (
+        SELECT payer_account_id AS payer, amount FROM settlement_usageaccrual
+        WHERE payer_account_id = ANY(%(ids)s)
+        UNION ALL
+        SELECT u.payer_account_id, -u.amount
+        FROM settlement_invoiceusage u JOIN settlement_invoice i ON i.id = u.invoice_id
+        WHERE u.payer_account_id = ANY(%(ids)s) AND i.status <> 'draft'
+    ) AS moves
+    GROUP BY payer
+"""
+
+
+def unbilled_by_payer(*, payer_account_ids: Iterable[int]) -> dict[int, Decimal]:
+    """§11.6: exact postpaid usage charges not yet on an issued invoice, per payer (absent: none)."""
+    ids = sorted(set(payer_account_ids))
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_UNBILLED_BY_PAYER, {"ids": ids})
+        return {payer: amount for payer, amount in cursor if amount}
+
+
 def unbilled_usage(*, payer_account_id: int) -> Decimal:
-    """§11.6: exact postpaid usage charges not yet on an issued invoice."""
-    total = UsageRollup.objects.filter(payer_account_id=payer_account_id, prepaid=False).aggregate(
-        open=Sum(F("amount") - F("billed_amount"))
-    )["open"]
-    return total or Decimal(0)
+    """§11.6: exact postpaid usage charges of one payer not yet on an issued invoice."""
+    return unbilled_by_payer(payer_account_ids=[payer_account_id]).get(payer_account_id, Decimal(0))
 
 
 def upstream_costs(

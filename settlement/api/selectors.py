@@ -14,6 +14,7 @@ from django.db.models.functions import TruncMonth
 from accounts.models import Account, Terms
 from accounts.selectors import wallet_balance
 from settlement.models import Invoice, InvoiceStatus, UsageRollup
+from settlement.selectors import unbilled_usage
 from settlement.services.credit_control import credit_states_compute
 from settlement.services.payments import credit_balance
 
@@ -27,9 +28,7 @@ def account_balances(*, account: Account) -> dict[str, Decimal | None]:
     ).aggregate(open=Sum(F("total") - F("paid_amount") - F("credited_amount") - F("written_off_amount")))[
         "open"
     ] or Decimal(0)
-    unbilled = UsageRollup.objects.filter(payer_account_id=account.pk, prepaid=False).aggregate(
-        open=Sum(F("amount") - F("billed_amount"))
-    )["open"] or Decimal(0)
+    unbilled = unbilled_usage(payer_account_id=account.pk)
     return {
         "wallet": wallet_balance(account=account) if account.terms == Terms.PREPAID else None,
         "open_receivables": open_amount,

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from distributor.errors import ValidationFailed
@@ -30,9 +29,14 @@ from settlement.models import (
     InvoiceStatus,
     ManualCharge,
     PeriodKind,
-    UsageRollup,
 )
-from settlement.services.invoicing import Period, accounts_drafts_sync, book_zone, latest_ended
+from settlement.services.invoicing import (
+    Period,
+    accounts_drafts_sync,
+    book_zone,
+    latest_ended,
+    usage_revisions,
+)
 from settlement.services.statements import statements_draw
 
 CLOSE_CHUNK_SIZE = 200
@@ -125,30 +129,56 @@ def _accounts_close(*, run: CloseRun, accounts: Sequence[Any], period: Period, n
         run.invoices_drafted += accounts_drafts_sync(accounts=postpaid, book=run.book, latest=period, now=now)
 
 
+# Payers billed from a book with postpaid usage up to a day that no non-draft invoice bills yet
+# (drafts count as unbilled): from the monthly accruals and invoice usage rows, not the rollups.
+_UNBILLED_PAYERS = """
+    SELECT payer FROM (
+        SELECT c.payer_account_id AS payer, c.tokens, c.amount
+        FROM settlement_usageaccrual c JOIN accounts_account a ON a.id = c.payer_account_id
+        WHERE a.book_id = %(book)s AND c.month <= %(end)s
+        UNION ALL
+        SELECT u.payer_account_id, -u.tokens, -u.amount
+        FROM settlement_invoiceusage u JOIN settlement_invoice i ON i.id = u.invoice_id
+        WHERE i.issuer_book_id = %(book)s AND i.status <> 'draft' AND u.month <= %(end)s
+    ) AS moves
+    GROUP BY payer
+    HAVING sum(tokens) <> 0 OR sum(amount) <> 0
+"""
+
+
 def _late_sweep(*, run: CloseRun, period: Period, now: datetime, chunk_size: int) -> None:
-    """Re-derive the drafts of every account with something unbilled or a draft open (late events
-    in grace, charges, finance's earlier issues): the run's accounts were done in the chunks; this
-    catches what arrived since. Writes nothing when nothing changed."""
+    """Re-derive the drafts of every account whose billing may have moved since the run's chunks:
+    unbilled usage and no draft (late events), a draft whose payer's usage has moved since it was
+    drawn (late events in grace), pending charges. Drafts nothing has touched are left to the issue
+    job, which re-plans them anyway. Writes nothing when nothing changed."""
     from accounts.models import Account
 
     book = run.book
     terms = RUN_TERMS[run.period_kind]
+    with connection.cursor() as cursor:
+        cursor.execute(_UNBILLED_PAYERS, {"book": book.pk, "end": period.end})
+        unbilled = {payer for (payer,) in cursor}
+    drafts = list(
+        Invoice.objects.filter(issuer_book=book, status=InvoiceStatus.DRAFT).values_list(
+            "account_id", "usage_revision", "updated_at"
+        )
+    )
+    drawn: dict[int, datetime] = {}
+    for payer, _, updated_at in drafts:
+        drawn[payer] = min(updated_at, drawn.get(payer, updated_at))
+    revisions = usage_revisions(account_ids=sorted(drawn), through=period.end)
     candidates = (
-        set(
-            UsageRollup.objects.filter(payee_book=book, prepaid=False, day__lte=period.end)
-            .exclude(amount=F("billed_amount"), tokens=F("billed_tokens"))
-            .values_list("payer_account_id", flat=True)
-        )
-        | set(
-            ManualCharge.objects.filter(account__book=book, invoice__isnull=True).values_list(
-                "account_id", flat=True
-            )
-        )
-        | set(
-            Invoice.objects.filter(issuer_book=book, status=InvoiceStatus.DRAFT).values_list(
-                "account_id", flat=True
-            )
-        )
+        (unbilled - set(drawn))
+        | {payer for payer, revision, _ in drafts if revision != revisions.get(payer, 0)}
+        | {
+            # A charge recorded since the account's drafts were last written (issuing re-plans with
+            # the pending charges in any case).
+            payer
+            for payer, created_at in ManualCharge.objects.filter(
+                account__book=book, invoice__isnull=True
+            ).values_list("account_id", "created_at")
+            if payer not in drawn or created_at >= drawn[payer]
+        }
     )
     ids = sorted(
         Account.objects.filter(pk__in=candidates, book=book, terms__in=terms)

@@ -19,7 +19,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import F, Sum
 
 CACHE_PREFIX = "settlement:credit:"
 # Refreshes keep entries current; the timeout only bounds how long a missed refresh can linger.
@@ -67,7 +66,7 @@ def credit_states_compute(*, account_ids: Iterable[int]) -> dict[int, CreditStat
     """Status and available credit of these accounts from the database, set-based (four queries)."""
     from accounts.models import Account
     from ledger.models import AccountBalance
-    from settlement.models import UsageRollup
+    from settlement.selectors import unbilled_by_payer
 
     ids = set(account_ids)
     if not ids:
@@ -90,12 +89,7 @@ def credit_states_compute(*, account_ids: Iterable[int]) -> dict[int, CreditStat
         balances[(book_id, code, counterparty, currency)] = (
             debits - credits if code == "receivables" else credits - debits
         )
-    unbilled = dict(
-        UsageRollup.objects.filter(payer_account_id__in=ids, prepaid=False)
-        .values("payer_account_id")
-        .annotate(open=Sum(F("amount") - F("billed_amount")))
-        .values_list("payer_account_id", "open")
-    )
+    unbilled = unbilled_by_payer(payer_account_ids=ids)
     states: dict[int, CreditState] = {}
     for pk, code, status, terms, currency, credit_limit, book_id in accounts:
         counterparty = f"account:{code}"

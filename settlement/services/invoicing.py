@@ -1,11 +1,17 @@
 """Invoices (§7, §11.1-§11.4, §11.13): billing periods, the derivation of drafts from the usage
-rollups, manual charges, and issuing (gapless numbers, rollups marked billed, ledger postings).
+rollups, manual charges, and issuing (gapless numbers, ledger postings).
 
-A draft is not money: `account_drafts_sync` re-derives it from the rollups every time the close or
-the issue job runs, and writes only when something changed. Each unbilled rollup row, and each
-pending manual charge, belongs to the period containing its day; it is billed on that period's
-invoice while that invoice is a draft (or can still be drawn), else on the latest closed period's
-invoice as a `late` line at its original unit price (§11.4).
+A draft is not money: `accounts_drafts_sync` re-derives it from the rollups when the close runs,
+and writes only when something changed. Each unbilled rollup row, and each pending manual charge,
+belongs to the period containing its day; it is billed on that period's invoice while that invoice
+is a draft (or can still be drawn), else on the latest closed period's invoice as a `late` line at
+its original unit price (§11.4).
+
+What an invoice bills of the rollups is kept with it (`InvoiceUsage`: one row per month, model,
+class and unit price), and becomes billed when the invoice stops being a draft: issuing writes
+nothing to the ~1,200 rollup rows a month of each account. A draft also remembers the revision of
+its payer's usage accruals (`UsageAccrual`); when no usage of the period has arrived since, issuing
+re-plans it from its own usage rows instead of summing the rollups again.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -26,6 +33,7 @@ from django.utils import timezone
 from accounts.webhooks import invoices_issued_emit
 from distributor.errors import Conflict, ValidationFailed
 from distributor.money import check_currency, round_minor, to_decimal
+from distributor.sql import array_literal
 from ledger.models import Book
 from ledger.services import EntryDraft, credit, debit, entries_post
 from settlement.models import (
@@ -79,6 +87,7 @@ class Period:
         return period_of(self.kind, self.start - timedelta(days=1))
 
 
+@functools.lru_cache(maxsize=4096)
 @functools.lru_cache(maxsize=4096)
 def period_of(kind: str, day: date) -> Period:
     months = 3 if kind == PeriodKind.QUARTER else 1
@@ -159,13 +168,14 @@ def manual_charge_record(
 # --- the billing plan of one account ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RollupSlice:
-    """The unbilled part of the rollup rows of one payer, period, model, token class and unit
+class RollupSlice(NamedTuple):
+    """The unbilled part of the rollup rows of one payer, month, model, token class and unit
     price, summed in SQL: the close reads a few dozen of these per account instead of one per row
-    and day (the rows of a month are ~1,200 per account at 20 models). `day` is the earliest day."""
+    and day (the rows of a month are ~1,200 per account at 20 models). `day` is the month's earliest
+    day with usage at this price. (Named tuples: a month of 10,000 accounts makes ~400,000 of
+    these and of PlannedLine, and a frozen dataclass costs several times more to build.)"""
 
-    ids: list[int]
+    month: date
     day: date
     model_id: int
     model_code: str
@@ -175,8 +185,9 @@ class RollupSlice:
     amount: Decimal
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedLine:
+class PlannedLine(NamedTuple):
+    """One line as planned; as a tuple it is the stored row (`stored_lines`)."""
+
     kind: str
     description: str
     model_code: str
@@ -188,24 +199,14 @@ class PlannedLine:
     amount: Decimal
 
     def row(self) -> tuple[Any, ...]:
-        return (
-            self.kind,
-            self.description,
-            self.model_code,
-            self.token_class,
-            self.tokens,
-            self.unit_price,
-            self.late,
-            self.exact_amount,
-            self.amount,
-        )
+        return tuple(self)
 
 
 @dataclass(slots=True)
 class PlannedInvoice:
     period: Period
     lines: list[PlannedLine] = field(default_factory=list)
-    rollup_ids: list[int] = field(default_factory=list)
+    usage: list[RollupSlice] = field(default_factory=list)
     charge_ids: list[int] = field(default_factory=list)
 
     @property
@@ -213,64 +214,79 @@ class PlannedInvoice:
         return sum((line.amount for line in self.lines), Decimal(0))
 
 
-_UNBILLED = """
-    FROM settlement_usagerollup
-    WHERE payer_account_id = ANY(%s) AND NOT prepaid AND day <= %s
-      AND (amount <> billed_amount OR tokens <> billed_tokens)
+# Per payer, month, model, class and unit price: rated usage (the monthly accruals rating keeps
+# beside the daily rollups) less what non-draft invoices bill of it.
+_UNBILLED_SLICES = """
+    WITH rated AS (
+        SELECT payer_account_id AS payer, month, first_day, model_id, model_code, token_class, unit_price,
+               tokens, amount
+        FROM settlement_usageaccrual
+        WHERE payer_account_id = ANY(%(ids)s) AND month <= %(through)s
+    ), billed AS (
+        SELECT u.payer_account_id AS payer, u.month, u.model_id, u.token_class, u.unit_price,
+               sum(u.tokens) AS tokens, sum(u.amount) AS amount
+        FROM settlement_invoiceusage u JOIN settlement_invoice i ON i.id = u.invoice_id
+        WHERE u.payer_account_id = ANY(%(ids)s) AND i.status <> 'draft' AND u.month <= %(through)s
+        GROUP BY 1, 2, 3, 4, 5
+    )
+    SELECT r.payer, r.month, r.first_day, r.model_id, r.model_code, r.token_class, r.unit_price,
+           r.tokens - coalesce(b.tokens, 0), r.amount - coalesce(b.amount, 0)
+    FROM rated r LEFT JOIN billed b
+      ON b.payer = r.payer AND b.month = r.month AND b.model_id = r.model_id
+     AND b.token_class = r.token_class AND b.unit_price = r.unit_price
+    WHERE r.tokens <> coalesce(b.tokens, 0) OR r.amount <> coalesce(b.amount, 0)
 """
 
 
-def unbilled_slices(
-    *, account_ids: Sequence[int], through: date, kind: str, lock: bool = False, with_ids: bool = False
-) -> dict[int, list[RollupSlice]]:
-    """Unbilled postpaid rollup rows of these payers up to a date, summed per period (of `kind`),
-    model, token class and unit price, one query. With `lock`, the rows are first locked in the
-    order ingestion's upsert takes them, so the two queue instead of deadlocking. The row ids are
-    only fetched `with_ids` (issuing marks them billed; drafting does not need them)."""
+def unbilled_slices(*, account_ids: Sequence[int], through: date) -> dict[int, list[RollupSlice]]:
+    """Unbilled postpaid usage of these payers up to the end of a period (`through`: a month's
+    last day), per month, model, token class and unit price, one query; exact (NUMERIC), nothing is
+    rounded here."""
     found: dict[int, list[RollupSlice]] = defaultdict(list)
-    ids_wanted = list(account_ids)
     with connection.cursor() as cursor:
-        if lock:
-            # Locked inside a subquery so that a million row ids do not travel to Python for nothing.
-            cursor.execute(
-                "SELECT count(*) FROM (SELECT 1"
-                + _UNBILLED
-                + " ORDER BY payer_account_id, model_id, day, token_class, unit_price, prepaid FOR UPDATE)"
-                " AS locked",
-                [ids_wanted, through],
-            )
-        if connection.in_atomic_block:
-            # A chunk of 200 accounts is ~250,000 rows at 20 models: hashed in memory rather than
-            # sorted on disk, for this transaction only.
-            cursor.execute("SET LOCAL work_mem = '64MB'")
-        # Grouping by the period of the day keeps every slice inside one period, which is all
-        # billing_plan needs to place it; the sums are exact (NUMERIC), nothing is rounded here.
-        # (date_trunc on a plain timestamp: on a date it would go through timestamptz, 3x slower.)
-        cursor.execute(
-            f"""
-            SELECT payer_account_id, {"array_agg(id)" if with_ids else "NULL"}, min(day), model_id,
-                   model_code, token_class, unit_price, sum(tokens - billed_tokens),
-                   sum(amount - billed_amount)
-            {_UNBILLED}
-            GROUP BY payer_account_id, date_trunc(%s, day::timestamp), model_id, model_code, token_class,
-                     unit_price
-            """,
-            [ids_wanted, through, "quarter" if kind == PeriodKind.QUARTER else "month"],
-        )
-        for payer, ids, day, model_id, model_code, token_class, unit_price, tokens, amount in cursor:
+        cursor.execute(_UNBILLED_SLICES, {"ids": list(account_ids), "through": through})
+        for payer, month, day, model_id, model_code, token_class, unit_price, tokens, amount in cursor:
             found[payer].append(
-                RollupSlice(
-                    ids=ids or [],
-                    day=day,
-                    model_id=model_id,
-                    model_code=model_code,
-                    token_class=token_class,
-                    unit_price=unit_price,
-                    tokens=int(tokens),
-                    amount=amount,
-                )
+                RollupSlice(month, day, model_id, model_code, token_class, unit_price, int(tokens), amount)
             )
     return found
+
+
+def usage_revisions(*, account_ids: Sequence[int], through: date) -> dict[int, int]:
+    """Per payer, the sum of its usage accrual revisions for the months up to `through`: it moves
+    whenever a batch lands usage in one of those months. Read it *before* summing the rollups, so a
+    batch committing in between makes the stored revision older than the sums, never newer."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT payer_account_id, sum(revision) FROM settlement_usageaccrual"
+            " WHERE payer_account_id = ANY(%s) AND month <= %s GROUP BY payer_account_id",
+            [list(account_ids), through],
+        )
+        return {payer: int(revision) for payer, revision in cursor}
+
+
+def stored_usage(*, invoice_ids: Sequence[int]) -> dict[int, list[RollupSlice]]:
+    """The usage rows of these invoices, as slices (a draft re-planned from what it bills)."""
+    found: dict[int, list[RollupSlice]] = defaultdict(list)
+    if not invoice_ids:
+        return found
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT invoice_id, month, first_day, model_id, model_code, token_class, unit_price, tokens,
+                   amount
+            FROM settlement_invoiceusage WHERE invoice_id = ANY(%s)
+            """,
+            [list(invoice_ids)],
+        )
+        make = RollupSlice._make
+        for row in cursor:
+            found[row[0]].append(make(row[1:]))
+    return found
+
+
+def _same_usage(stored: Iterable[RollupSlice], planned: Iterable[RollupSlice]) -> bool:
+    return sorted(stored) == sorted(planned)
 
 
 def pending_charges(*, account_ids: Sequence[int], through: datetime) -> dict[int, list[ManualCharge]]:
@@ -324,38 +340,70 @@ def billing_plan(
         return found
 
     kind = latest.kind
-    groups: dict[Period, dict[tuple[bool, int, str, int, Decimal], list[RollupSlice]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
+    # Where each month's items go is decided once a month (an account has a few, ~40 items each).
+    months: dict[date, list[RollupSlice]] = {}
     for item in slices:
-        own = period_of(kind, item.day)
+        found = months.get(item.month)
+        if found is None:
+            months[item.month] = [item]
+        else:
+            found.append(item)
+    targets: dict[Period, list[tuple[bool, list[RollupSlice]]]] = {}
+    for month, items in months.items():
+        own = period_of(kind, month)
         goes_to = target(own)
-        if goes_to is None:
-            continue
-        late = own < goes_to
-        # §11.13: grouped by model, class and unit price, so a price version that keeps the unit
-        # price does not split a line (the rollup key already merges such rows within a day).
-        key = (late, item.model_id, item.model_code, _CLASS_ORDER.get(item.token_class, 9), item.unit_price)
-        groups[goes_to][key].append(item)
-        plan_for(goes_to).rollup_ids.extend(item.ids)
+        if goes_to is not None:
+            targets.setdefault(goes_to, []).append((own < goes_to, items))
 
-    for period, by_key in groups.items():
+    currency = account.currency
+    for period, parts in targets.items():
         plan = plan_for(period)
-        # Printed by model, class, then price in the order the prices came into force.
-        ordered = sorted(by_key.items(), key=lambda kv: (*kv[0][:4], min(i.day for i in kv[1]), kv[0][4]))
-        for (late, _, model_code, _, unit_price), items in ordered:
-            exact = sum((i.amount for i in items), Decimal(0))
-            plan.lines.append(
+        # §11.13: a line per model, class and unit price (so a price version that keeps the unit
+        # price does not split a line), printed by model, class, then price in the order the prices
+        # came into force. Keys: (late, model, code, class order, first day, unit price).
+        grouped: list[tuple[tuple[bool, int, str, int, date, Decimal], list[RollupSlice]]]
+        if len(parts) == 1:
+            # One month: its items are already one per model, class and unit price (the common
+            # case, and no Decimal is hashed).
+            late, items = parts[0]
+            grouped = [
+                (
+                    (late, i.model_id, i.model_code, _CLASS_ORDER.get(i.token_class, 9), i.day, i.unit_price),
+                    [i],
+                )
+                for i in items
+            ]
+        else:
+            by_key: dict[tuple[bool, int, str, int, Decimal], list[RollupSlice]] = defaultdict(list)
+            for late, items in parts:
+                for i in items:
+                    by_key[
+                        (late, i.model_id, i.model_code, _CLASS_ORDER.get(i.token_class, 9), i.unit_price)
+                    ].append(i)
+            grouped = [((*k[:4], min(i.day for i in v), k[4]), v) for k, v in by_key.items()]
+        grouped.sort(key=itemgetter(0))
+        usage = plan.usage
+        append = plan.lines.append
+        for (late, _, model_code, _, _, unit_price), items in grouped:
+            usage.extend(items)
+            first = items[0]
+            if len(items) == 1:
+                exact, tokens = first.amount, first.tokens
+            else:
+                exact = sum((i.amount for i in items), Decimal(0))
+                tokens = sum(i.tokens for i in items)
+            token_class = first.token_class
+            append(
                 PlannedLine(
-                    kind=InvoiceLineKind.USAGE,
-                    description=f"{model_code} {items[0].token_class}" + (" (late usage)" if late else ""),
-                    model_code=model_code,
-                    token_class=items[0].token_class,
-                    tokens=sum(i.tokens for i in items),
-                    unit_price=unit_price,
-                    late=late,
-                    exact_amount=exact,
-                    amount=round_minor(exact, account.currency),
+                    InvoiceLineKind.USAGE,
+                    f"{model_code} {token_class} (late usage)" if late else f"{model_code} {token_class}",
+                    model_code,
+                    token_class,
+                    tokens,
+                    unit_price,
+                    late,
+                    exact,
+                    round_minor(exact, currency),
                 )
             )
 
@@ -422,7 +470,9 @@ def _tax(subtotal: Decimal, rate: Decimal, currency: str) -> Decimal:
     return round_minor(subtotal * rate, currency)
 
 
-def _header(*, account: Any, book: Book, plan: PlannedInvoice, period: Period) -> dict[str, Any]:
+def _header(
+    *, account: Any, book: Book, plan: PlannedInvoice, period: Period, revision: int | None
+) -> dict[str, Any]:
     subtotal = plan.subtotal
     tax = _tax(subtotal, account.tax_rate, account.currency)
     return {
@@ -435,20 +485,25 @@ def _header(*, account: Any, book: Book, plan: PlannedInvoice, period: Period) -
         "subtotal": subtotal,
         "tax": tax,
         "total": subtotal + tax,
+        "usage_revision": revision,
     }
 
 
-def _lines_insert(*, drafts: Sequence[tuple[Invoice, PlannedInvoice]]) -> None:
-    """Insert the planned lines of saved drafts in one statement (INSERT ... unnest): a month of
-    10,000 invoices is ~400,000 lines, and ORM instances would cost ~10x the time (performance notes)."""
-    rows = [
-        (invoice.pk, position, *line.row())
-        for invoice, plan in drafts
-        for position, line in enumerate(plan.lines, start=1)
-    ]
-    if not rows:
+def _contents_insert(*, drafts: Sequence[tuple[Invoice, PlannedInvoice]]) -> None:
+    """Insert the planned lines and usage of saved drafts, one statement each (INSERT ... unnest): a
+    month of 10,000 invoices is ~400,000 lines, and ORM instances would cost ~10x the time
+    (performance notes). Columns are built per invoice (a model's `pk` is a property lookup)."""
+    _usage_insert(drafts=drafts)
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    for invoice, plan in drafts:
+        count = len(plan.lines)
+        columns[0].extend([invoice.pk] * count)
+        columns[1].extend(range(1, count + 1))
+        for line in plan.lines:
+            for i, value in enumerate(line.row(), start=2):
+                columns[i].append(value)
+    if not columns[0]:
         return
-    columns = list(zip(*rows, strict=True))
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -458,7 +513,39 @@ def _lines_insert(*, drafts: Sequence[tuple[Invoice, PlannedInvoice]]) -> None:
             SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[],
                                  %s::bigint[], %s::numeric[], %s::boolean[], %s::numeric[], %s::numeric[])
             """,
-            [list(column) for column in columns],
+            # Array literals: psycopg adapts list elements one by one in Python (a regex per text).
+            [array_literal(column) for column in columns],
+        )
+
+
+def _usage_insert(*, drafts: Sequence[tuple[Invoice, PlannedInvoice]]) -> None:
+    columns: list[list[Any]] = [[] for _ in range(10)]
+    invoice_ids, payers, months, days, models, codes, classes, prices, tokens, amounts = columns
+    for invoice, plan in drafts:
+        count = len(plan.usage)
+        invoice_ids.extend([invoice.pk] * count)
+        payers.extend([invoice.account_id] * count)
+        for item in plan.usage:
+            months.append(item.month)
+            days.append(item.day)
+            models.append(item.model_id)
+            codes.append(item.model_code)
+            classes.append(item.token_class)
+            prices.append(item.unit_price)
+            tokens.append(item.tokens)
+            amounts.append(item.amount)
+    if not invoice_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO settlement_invoiceusage
+                (invoice_id, payer_account_id, month, first_day, model_id, model_code, token_class,
+                 unit_price, tokens, amount)
+            SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::date[], %s::date[], %s::bigint[],
+                                 %s::text[], %s::text[], %s::numeric[], %s::bigint[], %s::numeric[])
+            """,
+            [array_literal(column) for column in columns],
         )
 
 
@@ -483,11 +570,11 @@ def stored_lines(*, invoice_ids: Sequence[int]) -> dict[int, list[tuple[Any, ...
 
 
 def drafts_create(*, drafts: Sequence[tuple[Invoice, PlannedInvoice]]) -> None:
-    """Insert new drafts and all their lines: two statements for a whole chunk of accounts."""
+    """Insert new drafts with their lines and usage: three statements for a whole chunk of accounts."""
     if not drafts:
         return
     Invoice.objects.bulk_create([invoice for invoice, _ in drafts])
-    _lines_insert(drafts=drafts)
+    _contents_insert(drafts=drafts)
 
 
 def draft_write(
@@ -498,20 +585,23 @@ def draft_write(
     period: Period,
     existing: Invoice | None,
     now: datetime,
+    revision: int | None = None,
     lines: list[tuple[Any, ...]] | None = None,
+    usage: list[RollupSlice] | None = None,
     created: list[tuple[Invoice, PlannedInvoice]] | None = None,
 ) -> Invoice | None:
     """Make the draft of `period` match its plan; write nothing if it already does. A plan with no
     lines means no invoice (§11.1): an existing draft is removed. Issued invoices are never touched.
-    `lines` are the existing draft's stored lines if the caller read them in bulk; with `created`,
-    a new draft is not inserted but appended there for `drafts_create`."""
+    `revision` is the payer's usage revision the plan was derived at (`usage_revisions`). `lines`
+    and `usage` are the existing draft's stored ones if the caller read them in bulk; with
+    `created`, a new draft is not inserted but appended there for `drafts_create`."""
     if existing is not None and existing.status != InvoiceStatus.DRAFT:
         return existing
     if plan is None or not plan.lines:
         if existing is not None:
             existing.delete()
         return None
-    header = _header(account=account, book=book, plan=plan, period=period)
+    header = _header(account=account, book=book, plan=plan, period=period, revision=revision)
     if existing is None:
         invoice = Invoice(
             account=account, period_kind=period.kind, period_start=period.start, drafted_at=now, **header
@@ -524,19 +614,26 @@ def draft_write(
     invoice = existing
     if lines is None:
         lines = stored_lines(invoice_ids=[invoice.pk]).get(invoice.pk, [])
-    same_header = all(
-        (getattr(invoice, "issuer_book_id") if k == "issuer_book" else getattr(invoice, k))  # noqa: B009
-        == (v.pk if k == "issuer_book" else v)
+    if usage is None:
+        usage = stored_usage(invoice_ids=[invoice.pk]).get(invoice.pk, [])
+    changed = {
+        k
         for k, v in header.items()
-    )
-    if same_header and lines == [line.row() for line in plan.lines]:
+        if (getattr(invoice, "issuer_book_id") if k == "issuer_book" else getattr(invoice, k))  # noqa: B009
+        != (v.pk if k == "issuer_book" else v)
+    }
+    same_lines = lines == [line.row() for line in plan.lines]
+    if not changed and same_lines and _same_usage(usage, plan.usage):
         return invoice
-    for key, value in header.items():
-        setattr(invoice, key, value)
-    invoice.drafted_at = now
+    for key in changed:
+        setattr(invoice, key, header[key])
+    if not same_lines or changed - {"usage_revision"}:
+        # The document changed (not only the bookkeeping of what it was derived from).
+        invoice.drafted_at = now
     invoice.save()
     invoice.lines.all().delete()
-    _lines_insert(drafts=[(invoice, plan)])
+    invoice.usage.all().delete()
+    _contents_insert(drafts=[(invoice, plan)])
     return invoice
 
 
@@ -553,14 +650,15 @@ def accounts_drafts_sync(*, accounts: Sequence[Any], book: Book, latest: Period,
         Invoice.objects.filter(account_id__in=ids, period_kind=latest.kind).order_by("pk").select_for_update()
     ):
         invoices[invoice.account_id][invoice.period_start] = invoice
-    slices = unbilled_slices(account_ids=ids, through=latest.end, kind=latest.kind)
+    revisions = usage_revisions(account_ids=ids, through=latest.end)
+    slices = unbilled_slices(account_ids=ids, through=latest.end)
     charges = pending_charges(account_ids=ids, through=latest.ends_at(book_zone(book)))
     closed = closed_periods(book=book, kind=latest.kind)
-    lines = stored_lines(
-        invoice_ids=[
-            inv.pk for own in invoices.values() for inv in own.values() if inv.status == InvoiceStatus.DRAFT
-        ]
-    )
+    draft_ids = [
+        inv.pk for own in invoices.values() for inv in own.values() if inv.status == InvoiceStatus.DRAFT
+    ]
+    lines = stored_lines(invoice_ids=draft_ids)
+    usage = stored_usage(invoice_ids=draft_ids)
     created: list[tuple[Invoice, PlannedInvoice]] = []
     drafted = 0
     for account in accounts:
@@ -587,7 +685,9 @@ def accounts_drafts_sync(*, accounts: Sequence[Any], book: Book, latest: Period,
                 period=period,
                 existing=existing,
                 now=now,
+                revision=revisions.get(account.pk, 0),
                 lines=lines.get(existing.pk, []) if existing is not None else None,
+                usage=usage.get(existing.pk, []) if existing is not None else None,
                 created=created,
             )
             if written is not None and period == latest and written.status == InvoiceStatus.DRAFT:
@@ -628,7 +728,8 @@ def upstream_counterparty(account: Any) -> str:
 
 
 def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
-    """Issue a draft: re-rate it, number it, mark its rollup rows and charges billed, post it to
+    """Issue a draft: re-rate it, number it, mark its charges billed (its usage rows are billed by
+    the status), post it to
     both books of the hop, and apply any credit balance. Issuing an issued invoice returns it; a
     draft with nothing left to bill is refused (Conflict) and nothing is written."""
     if now.tzinfo is None:
@@ -645,7 +746,7 @@ def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
 def invoices_issue(*, invoice_ids: Sequence[int], now: datetime) -> list[Invoice]:
     """Issue many drafts in one transaction, set-based (the nightly issue job's unit of work): one
     read each for accounts, invoices, unbilled rollups, charges and lines, one block of numbers,
-    one update of the rollups and one ledger batch per book. Numbers follow (period, account). A
+    one ledger batch per book (no rollup row is written). Numbers follow (period, account). A
     draft with nothing left to bill is removed and skipped; ids that are no longer drafts are
     skipped. Returns the invoices issued."""
     if now.tzinfo is None:
@@ -690,9 +791,15 @@ def _drafts_issue_locked(*, drafts: Sequence[Invoice], now: datetime, strict: bo
         others: dict[int, dict[date, Invoice]] = defaultdict(dict)
         for other in Invoice.objects.filter(account_id__in=account_ids, period_kind=kind):
             others[other.account_id][other.period_start] = other
-        slices = unbilled_slices(
-            account_ids=account_ids, through=latest.end, kind=kind, lock=True, with_ids=True
-        )
+        revisions = usage_revisions(account_ids=account_ids, through=latest.end)
+        usage = stored_usage(invoice_ids=[d.pk for d in members])
+        # A draft whose payer has had no usage of these months land since it was drawn bills what
+        # it already holds: it is re-planned from its own usage rows, not from the month's rollups.
+        moved = sorted({d.account_id for d in members if d.usage_revision != revisions.get(d.account_id, 0)})
+        slices = unbilled_slices(account_ids=moved, through=latest.end) if moved else {}
+        for draft in members:
+            if draft.account_id not in moved:
+                slices.setdefault(draft.account_id, []).extend(usage.get(draft.pk, []))
         charges = pending_charges(account_ids=account_ids, through=latest.ends_at(tz))
         closed = closed_periods(book=book, kind=kind)
         lines = stored_lines(invoice_ids=[d.pk for d in members])
@@ -725,7 +832,9 @@ def _drafts_issue_locked(*, drafts: Sequence[Invoice], now: datetime, strict: bo
                 period=period,
                 existing=draft,
                 now=now,
+                revision=revisions.get(account.pk, 0),
                 lines=lines.get(draft.pk, []),
+                usage=usage.get(draft.pk, []),
             )
             ready.append((draft, plan, account))
     if not ready:
@@ -765,14 +874,6 @@ def _drafts_issue_locked(*, drafts: Sequence[Invoice], now: datetime, strict: bo
                 [invoice.issue_date for invoice, _, _ in ready],
             ],
         )
-    rollup_ids = [pk for _, plan, _ in ready for pk in plan.rollup_ids]
-    if rollup_ids:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE settlement_usagerollup SET billed_amount = amount, billed_tokens = tokens"
-                " WHERE id = ANY(%s)",
-                [rollup_ids],
-            )
     for invoice, plan, _ in ready:
         if plan.charge_ids:
             ManualCharge.objects.filter(pk__in=plan.charge_ids).update(invoice=invoice)

@@ -8,10 +8,20 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import Min, Sum
 from django.db.utils import IntegrityError
+from django.test.utils import CaptureQueriesContext
 
 from ledger.models import AccountBalance, JournalEntry
-from settlement.models import Invoice, InvoiceStatus, NumberCounter, UsageRollup
+from settlement.models import (
+    Invoice,
+    InvoiceStatus,
+    InvoiceUsage,
+    NumberCounter,
+    UsageAccrual,
+    UsageRollup,
+)
+from settlement.selectors import unbilled_by_payer
 from settlement.services.close import close_run
 from settlement.services.invoicing import drafts_issue_due, invoice_issue, manual_charge_record
 from tests.settlement.test_close_world import (
@@ -70,9 +80,71 @@ def test_issue_numbers_posts_and_marks_rollups_billed(world: World) -> None:
     assert balance(world.alpha.own_book, "receivables", "account:beta") == D("1200")
     assert balance(world.alpha.own_book, "upstream_payables", "book:platform") == D("-1152")
     assert balance(world.book, "receivables", "account:alpha") == D("1152")
-    # Every postpaid rollup row is now billed in full; unbilled is zero.
-    for row in UsageRollup.objects.filter(prepaid=False):
-        assert (row.billed_amount, row.billed_tokens) == (row.amount, row.tokens)
+    # Every postpaid rollup row is now billed in full: the issued invoices' usage rows add up to the
+    # rollups per payer, and unbilled is zero.
+    rated = dict(
+        UsageRollup.objects.filter(prepaid=False)
+        .values("payer_account_id")
+        .annotate(total=Sum("amount"))
+        .values_list("payer_account_id", "total")
+    )
+    billed = dict(
+        InvoiceUsage.objects.exclude(invoice__status=InvoiceStatus.DRAFT)
+        .values("payer_account_id")
+        .annotate(total=Sum("amount"))
+        .values_list("payer_account_id", "total")
+    )
+    assert rated == billed and sorted(rated.values()) == [D("1152"), D("1200"), D("1250")]
+    assert unbilled_by_payer(payer_account_ids=rated) == {}
+
+
+def test_rating_keeps_monthly_accruals_equal_to_the_daily_rollups(world: World) -> None:
+    key = ("payer_account_id", "model_id", "token_class", "unit_price")
+    daily = {
+        (*row[:4], date(2026, 10, 1)): row[4:]
+        for row in UsageRollup.objects.filter(prepaid=False)
+        .values(*key)
+        .annotate(first=Min("day"), tokens=Sum("tokens"), amount=Sum("amount"))
+        .values_list(*key, "first", "tokens", "amount")
+    }
+    monthly = {
+        row[:5]: row[5:]
+        for row in UsageAccrual.objects.values_list(*key, "month", "first_day", "tokens", "amount")
+    }
+    assert monthly == daily and len(daily) == 12  # acme, beta and alpha at each hop, devsolo
+    # acme's October of minimax-m2.5: 2,000M input tokens at 0.30 = 600.00; each later batch that
+    # touches a row moves its revision by one.
+    acme_input = UsageAccrual.objects.get(
+        payer_account_id=world.acme.pk, model_id=world.models["minimax-m2.5"].pk, token_class="input"
+    )
+    assert (acme_input.tokens, acme_input.amount) == (2_000_000_000, D("600"))
+    ingest(
+        [UsageFactory(request_id="one-more", input_tokens=1_000_000, occurred_at="2026-10-20T10:00:00Z")],
+        utc("2026-10-20T10:00:01Z"),
+    )
+    acme_input_after = UsageAccrual.objects.get(pk=acme_input.pk)
+    assert acme_input_after.revision == acme_input.revision + 1
+    assert (acme_input_after.tokens, acme_input_after.amount) == (2_001_000_000, D("600.3"))
+
+
+def test_issuing_an_untouched_draft_neither_sums_nor_writes_the_usage_rows(world: World) -> None:
+    close_run(book=world.beta.own_book, now=NOV_1)
+    rollups_before = _row_versions("settlement_usagerollup")
+    accruals_before = _row_versions("settlement_usageaccrual")
+    with CaptureQueriesContext(connection) as queries:
+        [issued] = drafts_issue_due(book=world.beta.own_book, now=NOV_1)
+    assert issued.total == D("1855")
+    # Nothing arrived since the draft: it is issued from its own usage rows, no month is summed.
+    assert not [q["sql"] for q in queries if "WITH rated" in q["sql"]]
+    assert _row_versions("settlement_usagerollup") == rollups_before
+    assert _row_versions("settlement_usageaccrual") == accruals_before
+    assert unbilled_by_payer(payer_account_ids=[world.acme.pk]) == {}
+
+
+def _row_versions(table: str) -> list[tuple[int, str]]:
+    with connection.cursor() as c:
+        c.execute(f"SELECT id, xmin::text FROM {table} ORDER BY id")
+        return list(c.fetchall())
 
 
 def test_issuing_again_is_a_no_op(world: World) -> None:
@@ -157,7 +229,7 @@ def test_a_failed_issue_leaves_no_gap_in_the_numbers(world: World, monkeypatch: 
     acme.refresh_from_db()
     assert acme.status == InvoiceStatus.DRAFT and acme.number is None
     assert not NumberCounter.objects.filter(last__gt=0).exists()
-    assert not UsageRollup.objects.filter(billed_amount__gt=0).exists()
+    assert not InvoiceUsage.objects.exclude(invoice__status=InvoiceStatus.DRAFT).exists()
     monkeypatch.undo()
     assert invoice_issue(invoice=acme, now=NOV_1).number == "BETA-2026-000001"
 
@@ -196,6 +268,16 @@ def test_the_database_refuses_edits_of_an_issued_invoice_and_its_lines() -> None
         (
             "INSERT INTO settlement_invoiceline (invoice_id, position, kind, description, model_code,"
             " token_class, late, exact_amount, amount) VALUES (%s, 99, 'charge', 'x', '', '', false, 1, 1)",
+            [acme.pk],
+        ),
+        # What the invoice bills of the usage is as fixed as its lines.
+        ("UPDATE settlement_invoiceusage SET amount = 1 WHERE invoice_id = %s", [acme.pk]),
+        ("DELETE FROM settlement_invoiceusage WHERE invoice_id = %s", [acme.pk]),
+        (
+            "INSERT INTO settlement_invoiceusage (invoice_id, payer_account_id, month, first_day, model_id,"
+            " model_code, token_class, unit_price, tokens, amount)"
+            " SELECT invoice_id, payer_account_id, month, first_day, model_id, model_code, token_class,"
+            " unit_price, 1, 1 FROM settlement_invoiceusage WHERE invoice_id = %s LIMIT 1",
             [acme.pk],
         ),
     ]
