@@ -792,15 +792,32 @@ def _drafts_issue_locked(*, drafts: Sequence[Invoice], now: datetime, strict: bo
         for other in Invoice.objects.filter(account_id__in=account_ids, period_kind=kind):
             others[other.account_id][other.period_start] = other
         revisions = usage_revisions(account_ids=account_ids, through=latest.end)
-        usage = stored_usage(invoice_ids=[d.pk for d in members])
+        charges = pending_charges(account_ids=account_ids, through=latest.ends_at(tz))
         # A draft whose payer has had no usage of these months land since it was drawn bills what
-        # it already holds: it is re-planned from its own usage rows, not from the month's rollups.
-        moved = sorted({d.account_id for d in members if d.usage_revision != revisions.get(d.account_id, 0)})
-        slices = unbilled_slices(account_ids=moved, through=latest.end) if moved else {}
+        # it already holds. If, besides, nothing else it was derived from has changed since it was
+        # written (the account's terms, its charges, its other invoices), it is issued as it stands;
+        # otherwise it is re-planned, from its own usage rows or, if usage arrived, from the months'.
+        moved = {d.account_id for d in members if d.usage_revision != revisions.get(d.account_id, 0)}
+        as_drawn = {
+            d.pk
+            for d in members
+            if d.account_id not in moved
+            and d.period_start == latest.start
+            and d.account_id not in charges
+            and accounts[d.account_id].updated_at <= d.updated_at
+            and all(o.pk == d.pk or o.updated_at <= d.updated_at for o in others[d.account_id].values())
+        }
+        for draft in members:
+            if draft.pk in as_drawn:
+                ready.append((draft, PlannedInvoice(period=latest), accounts[draft.account_id]))
+        members = [d for d in members if d.pk not in as_drawn]
+        if not members:
+            continue
+        usage = stored_usage(invoice_ids=[d.pk for d in members])
+        slices = unbilled_slices(account_ids=sorted(moved), through=latest.end) if moved else {}
         for draft in members:
             if draft.account_id not in moved:
                 slices.setdefault(draft.account_id, []).extend(usage.get(draft.pk, []))
-        charges = pending_charges(account_ids=account_ids, through=latest.ends_at(tz))
         closed = closed_periods(book=book, kind=kind)
         lines = stored_lines(invoice_ids=[d.pk for d in members])
         for draft in members:

@@ -12,6 +12,8 @@ from django.db.models import Min, Sum
 from django.db.utils import IntegrityError
 from django.test.utils import CaptureQueriesContext
 
+from accounts.models import Account
+from accounts.services import account_update
 from ledger.models import AccountBalance, JournalEntry
 from settlement.models import (
     Invoice,
@@ -139,6 +141,28 @@ def test_issuing_an_untouched_draft_neither_sums_nor_writes_the_usage_rows(world
     assert _row_versions("settlement_usagerollup") == rollups_before
     assert _row_versions("settlement_usageaccrual") == accruals_before
     assert unbilled_by_payer(payer_account_ids=[world.acme.pk]) == {}
+
+
+def test_a_draft_nothing_has_touched_is_issued_as_drawn(world: World) -> None:
+    close_run(book=world.book, now=NOV_1)
+    with CaptureQueriesContext(connection) as queries:
+        [issued] = drafts_issue_due(book=world.book, now=NOV_1)
+    # alpha's October (no charge, no late usage, terms unchanged): its lines and usage rows are not
+    # even read back, let alone re-planned.
+    assert issued.account_id == world.alpha.pk and issued.total == D("1152")
+    read_back = [
+        q["sql"] for q in queries if "WHERE invoice_id = ANY" in q["sql"] or "WITH rated" in q["sql"]
+    ]
+    assert read_back == []
+    assert unbilled_by_payer(payer_account_ids=[world.alpha.pk]) == {}
+
+
+def test_terms_changed_after_the_close_are_on_the_issued_invoice(world: World) -> None:
+    close_run(book=world.book, now=NOV_1)
+    # Finance sets alpha's tax rate to 10% between the close and the issue: 1152 + 115.20.
+    account_update(account=Account.objects.get(pk=world.alpha.pk), tax_rate=D("0.10"))
+    [issued] = drafts_issue_due(book=world.book, now=NOV_1)
+    assert (issued.subtotal, issued.tax, issued.total) == (D("1152"), D("115.20"), D("1267.20"))
 
 
 def _row_versions(table: str) -> list[tuple[int, str]]:
