@@ -149,8 +149,9 @@ _UNBILLED_PAYERS = """
 def _late_sweep(*, run: CloseRun, period: Period, now: datetime, chunk_size: int) -> None:
     """Re-derive the drafts of every account whose billing may have moved since the run's chunks:
     unbilled usage and no draft (late events), a draft whose payer's usage has moved since it was
-    drawn (late events in grace), pending charges. Drafts nothing has touched are left to the issue
-    job, which re-plans them anyway. Writes nothing when nothing changed."""
+    drawn (late events in grace), charges recorded since. Other drafts are left to the issue job,
+    which re-plans any whose account, charges or other invoices have changed since. Writes nothing
+    when nothing changed."""
     from accounts.models import Account
 
     book = run.book
