@@ -136,3 +136,74 @@ def test_a_close_killed_half_way_resumes_to_the_same_result() -> None:
     # A third run changes nothing.
     close_run(book=world.book, now=NOV_1, chunk_size=2)
     assert snapshot() == after_resume
+
+
+@pytest.mark.django_db(transaction=True)
+def test_late_usage_landing_while_the_issue_job_runs_is_billed_exactly_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from settlement.selectors import unbilled_by_payer
+    from settlement.services.invoicing import drafts_issue_due
+    from tests.settlement.test_close_world import UsageFactory, ingest, utc
+
+    world = world_build(grace_days=3)
+    october_usage(world, devsolo_calls=10)
+    customers = extra_customers(world, 6)
+    close_run(book=world.book, now=NOV_1)
+    # The issue job pauses between its chunks of two drafts, so the late calls land in between.
+    monkeypatch.setenv(PAUSE_ENV, "0.25")
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def gateway() -> None:
+        # Three late October calls per customer (10M input x 0.30 = 3.00 each), one batch each, on
+        # its own connection while the issue job works through the drafts two at a time.
+        try:
+            barrier.wait()
+            for round_ in range(3):
+                for i in range(len(customers)):
+                    ingest(
+                        [
+                            UsageFactory(
+                                request_id=f"late-{round_}-{i}",
+                                account=f"cust{i}",
+                                input_tokens=10_000_000,
+                                occurred_at="2026-10-31T20:00:00Z",
+                            )
+                        ],
+                        utc("2026-11-03T12:00:00Z"),
+                    )
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def issuer() -> None:
+        try:
+            barrier.wait()
+            drafts_issue_due(book=world.book, now=utc("2026-11-04T00:00:00Z"), chunk_size=2)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=gateway), threading.Thread(target=issuer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert Invoice.objects.filter(issuer_book=world.book, status="issued").count() == 7
+    # Each late call went either on the October invoice (landed before its draft was issued) or is
+    # still unbilled; nothing counted twice, nothing lost: 30.00 + 3 x 3.00 per customer.
+    for account in customers:
+        october = Invoice.objects.get(account=account, label="2026-10")
+        waiting = unbilled_by_payer(payer_account_ids=[account.pk]).get(account.pk, D(0))
+        assert october.subtotal + waiting == D("39.00")
+    # The November close puts what waited on a late line; then everything is billed once.
+    monkeypatch.delenv(PAUSE_ENV)
+    drafts_issue_due(book=world.book, now=utc("2026-12-04T00:00:00Z"))
+    for account in customers:
+        billed = sum(Invoice.objects.filter(account=account).values_list("subtotal", flat=True), D(0))
+        assert billed == D("39.00")
+        assert unbilled_by_payer(payer_account_ids=[account.pk]) == {}
