@@ -12,7 +12,10 @@ from distributor.celery import app as celery_app
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> Iterator[None]:
+    from settlement.api.views import account_refs_forget
+
     cache.clear()
+    account_refs_forget()
     yield
 
 

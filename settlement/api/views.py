@@ -154,14 +154,36 @@ class _AccountRef:
     ancestor_ids: tuple[int, ...]
 
 
+# An account's code, id and parent never change (accounts.services.account_update), so what an
+# authorization needs of it is kept in the worker's memory once read: the gateway's steady state
+# makes no database query at all. Unknown codes are not remembered (the account may be opened).
+_ACCOUNT_REFS: dict[str, _AccountRef] = {}
+_ACCOUNT_REFS_MAX = 200_000
+
+
+def account_refs_forget() -> None:
+    """Drop the remembered accounts (tests: their database is rolled back between cases, so a code
+    may come back with another id; in production accounts are never deleted or renamed)."""
+    _ACCOUNT_REFS.clear()
+
+
 def _account_for_authorization(code: str) -> _AccountRef | None:
-    """The gateway asks before every call: one indexed read by code, without a model instance or an
-    ORM query compiled per request (that was a third of the request's time when measured,
-    docs/benchmarks.md). Status and credit come from the credit cache, not from here."""
+    """The gateway asks before every call: one indexed read by code the first time, without a
+    model instance or an ORM query compiled per request (that was a third of the request's time when
+    measured, docs/benchmarks.md). Status and credit come from the credit cache, not from here."""
+    found = _ACCOUNT_REFS.get(code)
+    if found is not None:
+        return found
     with connection.cursor() as cursor:
         cursor.execute("SELECT id, code, ancestor_ids FROM accounts_account WHERE code = %s", [code])
         row = cursor.fetchone()
-    return None if row is None else _AccountRef(pk=row[0], code=row[1], ancestor_ids=tuple(row[2] or ()))
+    if row is None:
+        return None
+    found = _AccountRef(pk=row[0], code=row[1], ancestor_ids=tuple(row[2] or ()))
+    if len(_ACCOUNT_REFS) >= _ACCOUNT_REFS_MAX:
+        _ACCOUNT_REFS.clear()
+    _ACCOUNT_REFS[code] = found
+    return found
 
 
 class AuthorizationView(APIView):
