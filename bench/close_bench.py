@@ -29,7 +29,8 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
+
+from benchdb import admin_execute, server_url, with_database
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 60.0
@@ -43,28 +44,6 @@ SEED_CHUNK = 1_000
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-def server_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if url:
-        return url
-    sys.path.insert(0, str(REPO_DIR))
-    from distributor.embedded_db import embedded_database_url
-
-    return embedded_database_url()
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
-
-
-def admin_execute(url: str, sql: str) -> None:
-    """CREATE/DROP DATABASE cannot run in a transaction: an autocommit connection."""
-    import psycopg
-
-    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
 
 
 def models_create(count: int) -> list[tuple[int, str]]:

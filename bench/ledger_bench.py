@@ -29,9 +29,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 import workload
+from benchdb import admin_execute, server_url, with_database
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -45,29 +45,6 @@ def log(message: str) -> None:
 
 
 # --- the database server and the run's own databases -------------------------------------------
-
-
-def server_url() -> str:
-    """DATABASE_URL if set, else the embedded server the project's settings would start."""
-    url = os.environ.get("DATABASE_URL", "")
-    if url:
-        return url
-    sys.path.insert(0, str(REPO_DIR))
-    from distributor.embedded_db import embedded_database_url
-
-    return embedded_database_url()
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
-
-
-def admin_execute(url: str, sql: str) -> None:
-    """CREATE/DROP DATABASE cannot run in a transaction: use an autocommit connection."""
-    import psycopg
-
-    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
 
 
 # --- the hordak virtualenv -----------------------------------------------------------------------

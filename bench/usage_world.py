@@ -32,7 +32,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
+
+from benchdb import admin_execute, server_url, with_database
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 BIN_DIR = REPO_DIR / ".venv" / "bin"
@@ -47,29 +49,6 @@ def log(message: str) -> None:
 
 
 # --- the database server and the run's own database ----------------------------------------------
-
-
-def server_url() -> str:
-    """DATABASE_URL if set, else the embedded server the project's settings would start."""
-    url = os.environ.get("DATABASE_URL", "")
-    if url:
-        return url
-    sys.path.insert(0, str(REPO_DIR))
-    from distributor.embedded_db import embedded_database_url
-
-    return embedded_database_url()
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
-
-
-def admin_execute(url: str, sql: str) -> None:
-    """CREATE/DROP DATABASE cannot run in a transaction: an autocommit connection."""
-    import psycopg
-
-    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
 
 
 def database_create(prefix: str) -> tuple[str, str]:
