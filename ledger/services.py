@@ -28,6 +28,7 @@ from distributor.money import (
     normalize,
     to_decimal,
 )
+from distributor.sql import rows_insert
 from ledger.models import (
     CHART_OF_ACCOUNTS,
     RATE_DECIMAL_PLACES,
@@ -285,12 +286,17 @@ def _insert_postings_and_balances(chart: dict[str, int], new: list[tuple[int, En
             delta[0 if leg.side == Side.DEBIT else 1] += leg.amount
     ordered = sorted(deltas.items())
     with connection.cursor() as cur:
-        cur.execute(
-            """
-            INSERT INTO ledger_posting (entry_id, ledger_account_id, counterparty, side, amount, currency)
-            SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::numeric[], %s::text[])
-            """,
-            [entry_ids, account_ids, counterparties, sides, amounts, currencies],
+        rows_insert(
+            table="ledger_posting",
+            columns=(
+                ("entry_id", "bigint"),
+                ("ledger_account_id", "bigint"),
+                ("counterparty", "text"),
+                ("side", "text"),
+                ("amount", "numeric"),
+                ("currency", "text"),
+            ),
+            values=[entry_ids, account_ids, counterparties, sides, amounts, currencies],
         )
         # Rows are upserted in (account, counterparty, currency) order: every poster takes these
         # row locks in the same order, so concurrent posters queue instead of deadlocking.

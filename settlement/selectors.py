@@ -32,23 +32,24 @@ def usage_rollups(
 _UNBILLED_BY_PAYER = """
     SELECT payer, sum(amount) FROM (
         SELECT payer_account_id AS payer, amount FROM settlement_usageaccrual
-        WHERE payer_account_id = ANY(%(ids)s)
+        WHERE payer_account_id = ANY(%(ids)s) AND month <= %(through)s
         UNION ALL
         SELECT u.payer_account_id, -u.amount
         FROM settlement_invoiceusage u JOIN settlement_invoice i ON i.id = u.invoice_id
-        WHERE u.payer_account_id = ANY(%(ids)s) AND i.status <> 'draft'
+        WHERE u.payer_account_id = ANY(%(ids)s) AND i.status <> 'draft' AND u.month <= %(through)s
     ) AS moves
     GROUP BY payer
 """
 
 
-def unbilled_by_payer(*, payer_account_ids: Iterable[int]) -> dict[int, Decimal]:
-    """§11.6: exact postpaid usage charges not yet on an issued invoice, per payer (absent: none)."""
+def unbilled_by_payer(*, payer_account_ids: Iterable[int], through: date = date.max) -> dict[int, Decimal]:
+    """§11.6: exact postpaid usage charges not yet on an issued invoice, per payer (absent: none),
+    of the months starting up to `through` (a period's last day: its months and all before)."""
     ids = sorted(set(payer_account_ids))
     if not ids:
         return {}
     with connection.cursor() as cursor:
-        cursor.execute(_UNBILLED_BY_PAYER, {"ids": ids})
+        cursor.execute(_UNBILLED_BY_PAYER, {"ids": ids, "through": through})
         return {payer: amount for payer, amount in cursor if amount}
 
 

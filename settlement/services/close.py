@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from distributor.errors import ValidationFailed
@@ -30,6 +30,7 @@ from settlement.models import (
     ManualCharge,
     PeriodKind,
 )
+from settlement.selectors import unbilled_by_payer
 from settlement.services.invoicing import (
     Period,
     accounts_drafts_sync,
@@ -129,23 +130,6 @@ def _accounts_close(*, run: CloseRun, accounts: Sequence[Any], period: Period, n
         run.invoices_drafted += accounts_drafts_sync(accounts=postpaid, book=run.book, latest=period, now=now)
 
 
-# Payers billed from a book with postpaid usage up to a day that no non-draft invoice bills yet
-# (drafts count as unbilled): from the monthly accruals and invoice usage rows, not the rollups.
-_UNBILLED_PAYERS = """
-    SELECT payer FROM (
-        SELECT c.payer_account_id AS payer, c.tokens, c.amount
-        FROM settlement_usageaccrual c JOIN accounts_account a ON a.id = c.payer_account_id
-        WHERE a.book_id = %(book)s AND c.month <= %(end)s
-        UNION ALL
-        SELECT u.payer_account_id, -u.tokens, -u.amount
-        FROM settlement_invoiceusage u JOIN settlement_invoice i ON i.id = u.invoice_id
-        WHERE i.issuer_book_id = %(book)s AND i.status <> 'draft' AND u.month <= %(end)s
-    ) AS moves
-    GROUP BY payer
-    HAVING sum(tokens) <> 0 OR sum(amount) <> 0
-"""
-
-
 def _late_sweep(*, run: CloseRun, period: Period, now: datetime, chunk_size: int) -> None:
     """Re-derive the drafts of every account whose billing may have moved since the run's chunks:
     unbilled usage and no draft (late events), a draft whose payer's usage has moved since it was
@@ -155,10 +139,12 @@ def _late_sweep(*, run: CloseRun, period: Period, now: datetime, chunk_size: int
     from accounts.models import Account
 
     book = run.book
-    terms = RUN_TERMS[run.period_kind]
-    with connection.cursor() as cursor:
-        cursor.execute(_UNBILLED_PAYERS, {"book": book.pk, "end": period.end})
-        unbilled = {payer for (payer,) in cursor}
+    postpaid = set(
+        Account.objects.filter(book=book, terms__in=RUN_TERMS[run.period_kind])
+        .exclude(terms="prepaid")
+        .values_list("pk", flat=True)
+    )
+    unbilled = set(unbilled_by_payer(payer_account_ids=postpaid, through=period.end))
     drafts = list(
         Invoice.objects.filter(issuer_book=book, status=InvoiceStatus.DRAFT).values_list(
             "account_id", "usage_revision", "updated_at"
@@ -181,11 +167,7 @@ def _late_sweep(*, run: CloseRun, period: Period, now: datetime, chunk_size: int
             if payer not in drawn or created_at >= drawn[payer]
         }
     )
-    ids = sorted(
-        Account.objects.filter(pk__in=candidates, book=book, terms__in=terms)
-        .exclude(terms="prepaid")
-        .values_list("pk", flat=True)
-    )
+    ids = sorted(candidates & postpaid)
     for offset in range(0, len(ids), chunk_size):
         with transaction.atomic(durable=True):
             # The run row serialises this with other closers of the same book and period.

@@ -33,7 +33,7 @@ from django.utils import timezone
 from accounts.webhooks import invoices_issued_emit
 from distributor.errors import Conflict, ValidationFailed
 from distributor.money import check_currency, round_minor, to_decimal
-from distributor.sql import array_literal
+from distributor.sql import rows_insert
 from ledger.models import Book
 from ledger.services import EntryDraft, credit, debit, entries_post
 from settlement.models import (
@@ -197,9 +197,6 @@ class PlannedLine(NamedTuple):
     late: bool
     exact_amount: Decimal
     amount: Decimal
-
-    def row(self) -> tuple[Any, ...]:
-        return tuple(self)
 
 
 @dataclass(slots=True)
@@ -489,68 +486,65 @@ def _header(
     }
 
 
+_LINE_COLUMNS = (
+    ("invoice_id", "bigint"),
+    ("position", "int"),
+    ("kind", "text"),
+    ("description", "text"),
+    ("model_code", "text"),
+    ("token_class", "text"),
+    ("tokens", "bigint"),
+    ("unit_price", "numeric"),
+    ("late", "boolean"),
+    ("exact_amount", "numeric"),
+    ("amount", "numeric"),
+)
+_USAGE_COLUMNS = (
+    ("invoice_id", "bigint"),
+    ("payer_account_id", "bigint"),
+    ("month", "date"),
+    ("first_day", "date"),
+    ("model_id", "bigint"),
+    ("model_code", "text"),
+    ("token_class", "text"),
+    ("unit_price", "numeric"),
+    ("tokens", "bigint"),
+    ("amount", "numeric"),
+)
+
+
 def _contents_insert(*, drafts: Sequence[tuple[Invoice, PlannedInvoice]]) -> None:
     """Insert the planned lines and usage of saved drafts, one statement each (INSERT ... unnest): a
     month of 10,000 invoices is ~400,000 lines, and ORM instances would cost ~10x the time
     (performance notes). Columns are built per invoice (a model's `pk` is a property lookup)."""
     _usage_insert(drafts=drafts)
-    columns: list[list[Any]] = [[] for _ in range(11)]
+    columns: list[list[Any]] = [[] for _ in _LINE_COLUMNS]
     for invoice, plan in drafts:
         count = len(plan.lines)
         columns[0].extend([invoice.pk] * count)
         columns[1].extend(range(1, count + 1))
         for line in plan.lines:
-            for i, value in enumerate(line.row(), start=2):
+            # A PlannedLine's fields are the remaining columns, in order.
+            for i, value in enumerate(line, start=2):
                 columns[i].append(value)
-    if not columns[0]:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO settlement_invoiceline
-                (invoice_id, position, kind, description, model_code, token_class, tokens, unit_price,
-                 late, exact_amount, amount)
-            SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[],
-                                 %s::bigint[], %s::numeric[], %s::boolean[], %s::numeric[], %s::numeric[])
-            """,
-            # Array literals: psycopg adapts list elements one by one in Python (a regex per text).
-            [array_literal(column) for column in columns],
-        )
+    rows_insert(table="settlement_invoiceline", columns=_LINE_COLUMNS, values=columns)
 
 
 def _usage_insert(*, drafts: Sequence[tuple[Invoice, PlannedInvoice]]) -> None:
-    columns: list[list[Any]] = [[] for _ in range(10)]
-    invoice_ids, payers, months, days, models, codes, classes, prices, tokens, amounts = columns
+    columns: list[list[Any]] = [[] for _ in _USAGE_COLUMNS]
     for invoice, plan in drafts:
         count = len(plan.usage)
-        invoice_ids.extend([invoice.pk] * count)
-        payers.extend([invoice.account_id] * count)
+        columns[0].extend([invoice.pk] * count)
+        columns[1].extend([invoice.account_id] * count)
         for item in plan.usage:
-            months.append(item.month)
-            days.append(item.day)
-            models.append(item.model_id)
-            codes.append(item.model_code)
-            classes.append(item.token_class)
-            prices.append(item.unit_price)
-            tokens.append(item.tokens)
-            amounts.append(item.amount)
-    if not invoice_ids:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO settlement_invoiceusage
-                (invoice_id, payer_account_id, month, first_day, model_id, model_code, token_class,
-                 unit_price, tokens, amount)
-            SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::date[], %s::date[], %s::bigint[],
-                                 %s::text[], %s::text[], %s::numeric[], %s::bigint[], %s::numeric[])
-            """,
-            [array_literal(column) for column in columns],
-        )
+            # A RollupSlice's fields are the remaining columns, in order.
+            for i, value in enumerate(item, start=2):
+                columns[i].append(value)
+    rows_insert(table="settlement_invoiceusage", columns=_USAGE_COLUMNS, values=columns)
 
 
 def stored_lines(*, invoice_ids: Sequence[int]) -> dict[int, list[tuple[Any, ...]]]:
-    """The lines of these invoices as PlannedLine.row() tuples, in position order, one query (a
+    """The lines of these invoices as tuples in PlannedLine's field order, in position order, one query (a
     plain cursor: the ORM's per-value converters cost more than the query for 40 lines a draft)."""
     found: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
     if not invoice_ids:
@@ -622,7 +616,7 @@ def draft_write(
         if (getattr(invoice, "issuer_book_id") if k == "issuer_book" else getattr(invoice, k))  # noqa: B009
         != (v.pk if k == "issuer_book" else v)
     }
-    same_lines = lines == [line.row() for line in plan.lines]
+    same_lines = lines == plan.lines  # tuples against named tuples: field by field
     if not changed and same_lines and _same_usage(usage, plan.usage):
         return invoice
     for key in changed:
