@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from distributor.errors import ApplicationError
+from distributor.views import document_response
 from settlement.models import (
     CloseRun,
     CreditNote,
@@ -150,9 +151,9 @@ class InvoiceAdmin(ReadOnly):
 
     def pdf_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         invoice = Invoice.objects.select_related("account", "issuer_book").get(pk=pk)
-        response = HttpResponse(invoice_pdf(invoice=invoice), content_type="application/pdf")
-        response["Content-Disposition"] = f'inline; filename="{invoice.number or "draft-" + str(pk)}.pdf"'
-        return response
+        return document_response(
+            invoice_pdf(invoice=invoice), filename=f"{invoice.number or 'draft-' + str(pk)}.pdf", inline=True
+        )
 
     @admin.action(description="Issue the selected drafts now", permissions=["change"])
     def issue_selected(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
@@ -196,9 +197,7 @@ class InvoiceAdmin(ReadOnly):
     @admin.action(description="Export the selected invoices and lines as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> HttpResponse:
         invoices = queryset.select_related("account", "issuer_book").prefetch_related("lines")
-        response = HttpResponse(invoices_csv(invoices=invoices), content_type="text/csv")
-        response["Content-Disposition"] = 'attachment; filename="invoices.csv"'
-        return response
+        return document_response(invoices_csv(invoices=invoices), filename="invoices.csv")
 
 
 class CreditNoteForm(RecordForm):

@@ -19,6 +19,7 @@ from accounts.api.common import ERRORS, MoneyOut, ResellerView, responses
 from accounts.api.scoping import READ_SCOPE, scope_of
 from distributor.errors import NotFound
 from distributor.money import normalize, round_minor
+from distributor.views import document_response
 from settlement.billing_selectors import invoices_of_account
 from settlement.models import Invoice, InvoiceLine, InvoiceStatus
 from settlement.services.documents import invoice_pdf, invoices_csv
@@ -141,9 +142,7 @@ class InvoicePdfView(ResellerView):
     )
     def get(self, request: Request, number: str) -> HttpResponse:
         invoice = _own_invoice(request, number)
-        response = HttpResponse(invoice_pdf(invoice=invoice), content_type="application/pdf")
-        response["Content-Disposition"] = f'attachment; filename="{invoice.number}.pdf"'
-        return response
+        return document_response(invoice_pdf(invoice=invoice), filename=f"{invoice.number}.pdf")
 
 
 class InvoiceCsvView(ResellerView):
@@ -154,8 +153,7 @@ class InvoiceCsvView(ResellerView):
     )
     def get(self, request: Request) -> HttpResponse:
         account = _own_account(request)
-        response = HttpResponse(
-            invoices_csv(invoices=invoices_of_account(account=account)), content_type="text/csv"
+        return document_response(
+            invoices_csv(invoices=invoices_of_account(account=account)),
+            filename=f"invoices-{account.code}.csv",
         )
-        response["Content-Disposition"] = f'attachment; filename="invoices-{account.code}.csv"'
-        return response

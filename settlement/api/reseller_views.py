@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from accounts.api.common import ERRORS, MoneyOut, ResellerListView, ResellerView, money, responses
 from accounts.api.scoping import MANAGE_SCOPE, scope_of
 from distributor.errors import NotFound, PermissionRefused, ValidationFailed
+from distributor.views import document_response
 from settlement.api.billing_views import InvoiceOut, invoice_json
 from settlement.api.selectors import USAGE_GROUPS, usage_summary
 from settlement.models import CreditNote, Invoice, InvoiceStatus, Payment, PeriodKind, Statement
@@ -151,9 +152,7 @@ class AccountInvoiceCsvView(ResellerView):
             .prefetch_related("lines")
             .order_by("period_start")
         )
-        response = HttpResponse(invoices_csv(invoices=invoices), content_type="text/csv")
-        response["Content-Disposition"] = f'attachment; filename="invoices-{account.code}.csv"'
-        return response
+        return document_response(invoices_csv(invoices=invoices), filename=f"invoices-{account.code}.csv")
 
 
 # --- credit notes ------------------------------------------------------------------------------
@@ -246,9 +245,7 @@ class CreditNotePdfView(ResellerView):
         )
         if note is None:
             raise NotFound(f"no credit note {number!r}", details={"number": number})
-        response = HttpResponse(credit_note_pdf(note=note), content_type="application/pdf")
-        response["Content-Disposition"] = f'attachment; filename="{note.number}.pdf"'
-        return response
+        return document_response(credit_note_pdf(note=note), filename=f"{note.number}.pdf")
 
 
 class AccountCreditNoteCsvView(ResellerView):
@@ -291,9 +288,7 @@ class AccountCreditNoteCsvView(ResellerView):
                     note.currency,
                 ]
             )
-        response = HttpResponse(buffer.getvalue(), content_type="text/csv")
-        response["Content-Disposition"] = f'attachment; filename="credit-notes-{account.code}.csv"'
-        return response
+        return document_response(buffer.getvalue(), filename=f"credit-notes-{account.code}.csv")
 
 
 # --- statements --------------------------------------------------------------------------------
@@ -362,11 +357,9 @@ class AccountStatementPdfView(ResellerView):
             raise NotFound(
                 f"no statement {period!r} for {code!r}", details={"account": code, "period": period}
             )
-        response = HttpResponse(statement_pdf(statement=statement), content_type="application/pdf")
-        response["Content-Disposition"] = (
-            f'attachment; filename="statement-{account.code}-{statement.label}.pdf"'
+        return document_response(
+            statement_pdf(statement=statement), filename=f"statement-{account.code}-{statement.label}.pdf"
         )
-        return response
 
 
 # --- payments ----------------------------------------------------------------------------------
