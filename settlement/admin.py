@@ -3,23 +3,10 @@ here; usage changes only by ingestion, corrections by credit notes."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from settlement.admin_base import ReadOnlyAdmin
 from settlement.models import UpstreamCostRollup, UsageBatch, UsageRollup
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(UsageBatch)

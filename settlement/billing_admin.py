@@ -17,6 +17,7 @@ from django.utils.html import format_html
 
 from distributor.errors import ApplicationError
 from distributor.views import document_response
+from settlement.admin_base import ReadOnlyAdmin
 from settlement.models import (
     CloseRun,
     CreditNote,
@@ -28,17 +29,6 @@ from settlement.models import (
     Statement,
 )
 from settlement.services.documents import invoice_pdf, invoices_csv, statement_pdf
-
-
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class RecordForm(forms.ModelForm):
@@ -65,7 +55,7 @@ class RecordForm(forms.ModelForm):
         pass  # the service validated and wrote the row; the half-filled instance must not be checked
 
 
-class RecordAdmin(ReadOnly):
+class RecordAdmin(ReadOnlyAdmin):
     """Add through the form's service call (finance_clerk); rows are never edited or deleted here."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -110,7 +100,7 @@ class InvoiceLineInline(admin.TabularInline):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(ReadOnly):
+class InvoiceAdmin(ReadOnlyAdmin):
     list_display = (
         "__str__",
         "account",
@@ -303,7 +293,7 @@ class PaymentAdmin(RecordAdmin):
 
 
 @admin.register(Statement)
-class StatementAdmin(ReadOnly):
+class StatementAdmin(ReadOnlyAdmin):
     list_display = ("account", "label", "opening", "topups", "usage", "closing", "currency", "pdf")
     list_filter = ("label", "book")
     list_select_related = ("account",)
@@ -325,7 +315,7 @@ class StatementAdmin(ReadOnly):
 
 
 @admin.register(CloseRun)
-class CloseRunAdmin(ReadOnly):
+class CloseRunAdmin(ReadOnlyAdmin):
     list_display = (
         "book",
         "label",

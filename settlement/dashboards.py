@@ -12,7 +12,6 @@ for staff holding DASHBOARD_PERMISSION, and mounted at /admin/finance/ (see `url
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -31,6 +30,14 @@ from django.utils.safestring import SafeString, mark_safe
 
 from distributor.errors import NotFound, ValidationFailed
 from ledger.models import Book
+from settlement.risk_selectors import (
+    EXPOSURE_FIELDS,
+    aging,
+    allowance_balance,
+    dso,
+    exposure,
+    exposure_history,
+)
 
 # Who may see the dashboards: finance staff who may already read invoices (receivables are the
 # bulk of what the pages show). Staff without it get a 403, non-staff the admin login.
@@ -272,17 +279,6 @@ def _axis_label(value: Decimal) -> str:
     return format(value.normalize(), "f") if value != 0 else "0"
 
 
-# --- selectors (reads of other apps, resolved when called) ---------------------------------------
-
-
-def _selector(module: str, name: str) -> Callable[..., Any] | None:
-    """A selector that may not exist in this deployment yet (the risk selectors came later)."""
-    try:
-        return getattr(importlib.import_module(module), name, None)  # type: ignore[no-any-return]
-    except ImportError:
-        return None
-
-
 def books() -> list[Book]:
     return list(Book.objects.order_by("pk"))
 
@@ -323,17 +319,6 @@ class ExposurePoint:
     net: Decimal
 
 
-EXPOSURE_FIELDS = (
-    "upstream_prepaid",
-    "unbilled",
-    "receivables",
-    "gross",
-    "customer_deposits",
-    "upstream_payables",
-    "net",
-)
-
-
 def _moment_of(row: Any) -> datetime | None:
     for name in ("as_of", "at", "taken_at", "snapshot_at"):
         value = getattr(row, name, None)
@@ -346,28 +331,23 @@ def exposure_over_time(*, book: Book, currency: str, until: datetime, days: int)
     """Exposure at points from `until - days` to `until`: the daily snapshots where they exist
     (R1's `exposure_history`), else computed live at each point (one per day, at most
     EXPOSURE_POINTS_MAX points, the last one exactly at `until`)."""
-    history = _selector("settlement.risk_selectors", "exposure_history")
-    exposure = _selector("settlement.risk_selectors", "exposure")
     since = until - timedelta(days=days)
-    if history is not None:
-        points = []
-        for row in history(book=book, currency=currency, since=since, until=until):
-            at = _moment_of(row)
-            figures = getattr(row, "exposure", row)
-            if at is None or at > until:
-                continue
-            points.append(ExposurePoint(at, *(Decimal(getattr(figures, name)) for name in EXPOSURE_FIELDS)))
-        if points:
-            points.sort(key=lambda p: p.at)
-            if points[-1].at < until and exposure is not None:
-                # The trend ends at the asked time, not at the last snapshot.
-                figures = exposure(book=book, currency=currency, as_of=until)
-                points.append(
-                    ExposurePoint(until, *(Decimal(getattr(figures, name)) for name in EXPOSURE_FIELDS))
-                )
-            return points[-EXPOSURE_POINTS_MAX:]
-    if exposure is None:
-        return []
+    points = []
+    for row in exposure_history(book=book, currency=currency, since=since, until=until):
+        at = _moment_of(row)
+        figures = getattr(row, "exposure", row)
+        if at is None or at > until:
+            continue
+        points.append(ExposurePoint(at, *(Decimal(getattr(figures, name)) for name in EXPOSURE_FIELDS)))
+    if points:
+        points.sort(key=lambda p: p.at)
+        if points[-1].at < until:
+            # The trend ends at the asked time, not at the last snapshot.
+            figures = exposure(book=book, currency=currency, as_of=until)
+            points.append(
+                ExposurePoint(until, *(Decimal(getattr(figures, name)) for name in EXPOSURE_FIELDS))
+            )
+        return points[-EXPOSURE_POINTS_MAX:]
     step = max(1, -(-days // EXPOSURE_POINTS_MAX))
     moments = [until - timedelta(days=k) for k in range(0, days + 1, step)]
     points = []
@@ -585,13 +565,7 @@ def exposure_view(request: HttpRequest, scope: Scope) -> HttpResponse:
         ],
     )
     latest = points[-1] if points else None
-    dso = _selector("settlement.risk_selectors", "dso")
-    dso_value = None
-    if dso is not None:
-        try:
-            dso_value = dso(book=scope.book, currency=scope.currency, as_of=scope.as_of)
-        except TypeError:
-            dso_value = None
+    dso_value = dso(book=scope.book, currency=scope.currency, as_of=scope.as_of)
     return _page(
         request,
         "admin/finance/exposure.html",
@@ -609,9 +583,6 @@ def exposure_view(request: HttpRequest, scope: Scope) -> HttpResponse:
 
 
 def aging_view(request: HttpRequest, scope: Scope) -> HttpResponse:
-    aging = _selector("settlement.risk_selectors", "aging")
-    if aging is None:
-        return _page(request, "admin/finance/aging.html", scope, "Receivables aging", chart=None)
     figures = aging(book=scope.book, currency=scope.currency, as_of=scope.as_of)
     buckets = list(figures.buckets.items())
     chart = Chart(
@@ -652,12 +623,7 @@ def aging_view(request: HttpRequest, scope: Scope) -> HttpResponse:
 def allowance_view(request: HttpRequest, scope: Scope) -> HttpResponse:
     months = _int(request, "months", ALLOWANCE_MONTHS_DEFAULT, 1, 36)
     points = allowance_history(book=scope.book, currency=scope.currency, until=scope.as_of, months=months)
-    current_selector = _selector("settlement.risk_selectors", "allowance_balance")
-    current = (
-        current_selector(book=scope.book, currency=scope.currency, as_of=scope.as_of)
-        if current_selector is not None
-        else points[-1][1]
-    )
+    current = allowance_balance(book=scope.book, currency=scope.currency, as_of=scope.as_of)
     chart = Chart(
         title=f"Allowance for doubtful accounts, {scope.book.code}, {scope.currency}",
         categories=[label for label, _ in points],

@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from distributor.errors import ApplicationError
+from settlement.admin_base import ReadOnlyAdmin
 from settlement.models import DunningContact, DunningLevel, DunningState, DunningStep
 from settlement.services.dunning import (
     dunning_contact_set,
@@ -17,17 +18,6 @@ from settlement.services.dunning import (
     dunning_levels_set,
     dunning_levels_validate,
 )
-
-
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def _levels_with(obj: DunningLevel) -> list[tuple[int, str]]:
@@ -87,14 +77,14 @@ class DunningContactAdmin(admin.ModelAdmin):
 
 
 @admin.register(DunningState)
-class DunningStateAdmin(ReadOnly):
+class DunningStateAdmin(ReadOnlyAdmin):
     list_display = ("account", "state", "status_set", "since")
     list_filter = ("state",)
     search_fields = ("account__code",)
 
 
 @admin.register(DunningStep)
-class DunningStepAdmin(ReadOnly):
+class DunningStepAdmin(ReadOnlyAdmin):
     list_display = ("at", "book", "account", "action", "level_days", "days_past_due", "amount_due", "invoice")
     list_filter = ("action", "book")
     search_fields = ("account__code", "invoice__number")

@@ -12,19 +12,9 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from distributor.errors import ApplicationError
+from settlement.admin_base import ReadOnlyAdmin
 from settlement.models import ExposureSnapshot, ProvisionMatrix, ProvisionRate, ProvisionRun, WriteOff
-from settlement.risk_selectors import DEFAULT_EDGES
-
-
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from settlement.risk_selectors import DEFAULT_EDGES, EXPOSURE_FIELDS
 
 
 class ProvisionMatrixForm(forms.ModelForm):
@@ -135,7 +125,7 @@ class ProvisionMatrixAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProvisionRun)
-class ProvisionRunAdmin(_ReadOnly):
+class ProvisionRunAdmin(ReadOnlyAdmin):
     list_display = (
         "book",
         "label",
@@ -151,25 +141,14 @@ class ProvisionRunAdmin(_ReadOnly):
 
 
 @admin.register(ExposureSnapshot)
-class ExposureSnapshotAdmin(_ReadOnly):
-    list_display = (
-        "book",
-        "currency",
-        "day",
-        "upstream_prepaid",
-        "unbilled",
-        "receivables",
-        "gross",
-        "customer_deposits",
-        "upstream_payables",
-        "net",
-    )
+class ExposureSnapshotAdmin(ReadOnlyAdmin):
+    list_display = ("book", "currency", "day", *EXPOSURE_FIELDS)
     list_filter = ("book", "currency")
     date_hierarchy = "day"
 
 
 @admin.register(WriteOff)
-class WriteOffAdmin(_ReadOnly):
+class WriteOffAdmin(ReadOnlyAdmin):
     list_select_related = ("invoice", "book", "by")
     list_display = (
         "invoice",

@@ -277,6 +277,18 @@ class CustomerExposure:
         return self.unbilled + self.receivables
 
 
+# The figures of an exposure, in the order reports and charts show them.
+EXPOSURE_FIELDS = (
+    "upstream_prepaid",
+    "unbilled",
+    "receivables",
+    "gross",
+    "customer_deposits",
+    "upstream_payables",
+    "net",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Exposure:
     """§9: gross = upstream prepaid + unbilled + receivables; net = gross - customer deposits -

@@ -7,7 +7,6 @@ one function and listing it. A section whose selectors have not landed yet retur
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +16,13 @@ from typing import Any
 
 from django.db.models import Sum
 
+from accounts.selectors import wallet_balance
 from distributor.money import normalize, round_minor
 from ledger.models import AccountBalance, Book
+from settlement.risk_selectors import EXPOSURE_FIELDS, aging, allowance_balance, exposure
 from settlement.scenario.runner import ScenarioRun, scenario_books
+from settlement.selectors import margins
+from settlement.services.credit_control import authorization_for, credit_states_refresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,14 +31,6 @@ class ReportContext:
     as_of: datetime
     books: list[Book]  # the root first, then each distributor's own book, in creation order
     book_currencies: list[tuple[Book, str]]  # every book and currency it holds (base currency at least)
-
-
-def _selector(module: str, name: str) -> Callable[..., Any] | None:
-    try:
-        found = getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-    return found if callable(found) else None
 
 
 def _book_currencies(books: list[Book]) -> list[tuple[Book, str]]:
@@ -132,10 +127,11 @@ def section_statements(ctx: ReportContext) -> dict[str, Any]:
 
 def section_wallets(ctx: ReportContext) -> dict[str, Any]:
     """Prepaid accounts' exact deposit balances."""
-    balance = _selector("accounts.selectors", "wallet_balance")
-    if balance is None:
-        return {}
-    return {"wallets": {a.code: balance(account=a) for a in _scenario_accounts(ctx) if a.terms == "prepaid"}}
+    return {
+        "wallets": {
+            a.code: wallet_balance(account=a) for a in _scenario_accounts(ctx) if a.terms == "prepaid"
+        }
+    }
 
 
 def section_ingestion(ctx: ReportContext) -> dict[str, Any]:
@@ -143,9 +139,6 @@ def section_ingestion(ctx: ReportContext) -> dict[str, Any]:
 
 
 def section_margins(ctx: ReportContext) -> dict[str, Any]:
-    margins = _selector("settlement.selectors", "margins")
-    if margins is None:
-        return {}
     rows = []
     for book in ctx.books:
         for row in margins(book=book):
@@ -164,51 +157,20 @@ def section_margins(ctx: ReportContext) -> dict[str, Any]:
     return {"margins": rows}
 
 
-EXPOSURE_FIELDS = (
-    "upstream_prepaid",
-    "unbilled",
-    "receivables",
-    "gross",
-    "customer_deposits",
-    "upstream_payables",
-    "net",
-)
-
-
 def section_exposure(ctx: ReportContext) -> dict[str, Any]:
     """Per book and currency: the prepayment exposure and net funding position (§9)."""
-    exposure = _selector("settlement.risk_selectors", "exposure")
-    if exposure is not None:
-        rows = []
-        for book, currency in ctx.book_currencies:
-            figures = exposure(book=book, currency=currency, as_of=ctx.as_of)
-            rows.append(
-                {"book": book.code, "currency": currency}
-                | {name: getattr(figures, name) for name in EXPOSURE_FIELDS}
-            )
-        return {"exposure": rows}
-    prepaid = _selector("procurement.selectors", "upstream_prepaid_at_cost")
-    payables = _selector("procurement.selectors", "upstream_payables")
-    if prepaid is None or payables is None:
-        return {}
-    return {
-        "exposure": [
-            {
-                "book": book.code,
-                "currency": currency,
-                "upstream_prepaid": prepaid(book=book, currency=currency, as_of=ctx.as_of),
-                "upstream_payables": payables(book=book, currency=currency),
-            }
-            for book, currency in ctx.book_currencies
-        ]
-    }
+    rows = []
+    for book, currency in ctx.book_currencies:
+        figures = exposure(book=book, currency=currency, as_of=ctx.as_of)
+        rows.append(
+            {"book": book.code, "currency": currency}
+            | {name: getattr(figures, name) for name in EXPOSURE_FIELDS}
+        )
+    return {"exposure": rows}
 
 
 def section_aging(ctx: ReportContext) -> dict[str, Any]:
     """Open receivables by days past due (§9), per book and currency."""
-    aging = _selector("settlement.risk_selectors", "aging")
-    if aging is None:
-        return {}
     rows = []
     for book, currency in ctx.book_currencies:
         figures = aging(book=book, currency=currency, as_of=ctx.as_of)
@@ -218,12 +180,13 @@ def section_aging(ctx: ReportContext) -> dict[str, Any]:
 
 def section_allowance(ctx: ReportContext) -> dict[str, Any]:
     """The allowance for doubtful accounts: its ledger balance after the last provisioning (§11.10)."""
-    allowance = _selector("settlement.risk_selectors", "allowance_balance")
-    if allowance is None:
-        return {}
     return {
         "allowance": [
-            {"book": book.code, "currency": currency, "amount": allowance(book=book, currency=currency)}
+            {
+                "book": book.code,
+                "currency": currency,
+                "amount": allowance_balance(book=book, currency=currency),
+            }
             for book, currency in ctx.book_currencies
         ]
     }
@@ -232,12 +195,8 @@ def section_allowance(ctx: ReportContext) -> dict[str, Any]:
 def section_authorize(ctx: ReportContext) -> dict[str, Any]:
     """What the gateway would hear for each account at the report time (§6). The cache is refreshed
     first: the report must not depend on what an earlier run left in it."""
-    refresh = _selector("settlement.services.credit_control", "credit_states_refresh")
-    authorization_for = _selector("settlement.services.credit_control", "authorization_for")
-    if refresh is None or authorization_for is None:
-        return {}
     accounts = _scenario_accounts(ctx)
-    refresh(account_ids=[a.pk for a in accounts])
+    credit_states_refresh(account_ids=[a.pk for a in accounts])
     answers = {}
     for account in accounts:
         answer = authorization_for(account=type(account).objects.get(pk=account.pk))
