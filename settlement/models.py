@@ -38,12 +38,13 @@ class UsageBatch(models.Model):
 
 class UsageKey(models.Model):
     """The idempotency key of an event. The event table is partitioned by month, so a unique index
-    there would have to include occurred_at; this plain table carries UNIQUE (account, request_id)
-    and the content hash that tells a duplicate (same content) from a conflict (different content)."""
+    there would have to include occurred_at; this plain table carries UNIQUE (account, request_id).
+    Whether a replay is a duplicate (same content) or a conflict (different content) is told by
+    comparing it with the event the key landed, found by (id, occurred_at)."""
 
     account_id = models.BigIntegerField()
-    request_id = models.CharField(max_length=200)
-    content_hash = models.CharField(max_length=64)
+    # Byte order ("C"): request ids are opaque, and the unique index compares them on every insert.
+    request_id = models.CharField(max_length=200, db_collation="C")
     occurred_at = models.DateTimeField()
     # A plain id, not a foreign key: an FK would cost a referential check per landed event.
     batch_id = models.BigIntegerField(null=True, blank=True, help_text="The UsageBatch that landed it")
@@ -64,7 +65,8 @@ class UsageEvent(models.Model):
 
     key_id = models.BigIntegerField(primary_key=True)
     account_id = models.BigIntegerField()
-    request_id = models.CharField(max_length=200)
+    # Byte order ("C"): request ids are opaque, and the unique index compares them on every insert.
+    request_id = models.CharField(max_length=200, db_collation="C")
     model_id = models.BigIntegerField()
     model_code = models.CharField(max_length=100)
     input_tokens = models.BigIntegerField()
@@ -92,7 +94,10 @@ class UsageRollup(models.Model):
     account (§11.6: unbilled = these rows - the usage of issued invoices)."""
 
     payer_account_id = models.BigIntegerField()
-    payee_book = models.ForeignKey("ledger.Book", on_delete=models.PROTECT, related_name="usage_rollups")
+    # No index of its own: usage_rollup_book_day leads with it.
+    payee_book = models.ForeignKey(
+        "ledger.Book", on_delete=models.PROTECT, related_name="usage_rollups", db_index=False
+    )
     payee_account_id = models.BigIntegerField(null=True, blank=True, help_text="None = the root")
     model_id = models.BigIntegerField()
     model_code = models.CharField(max_length=100)

@@ -14,17 +14,17 @@ import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
 
 from distributor.errors import ValidationFailed
-from settlement.models import UsageBatch
+from settlement.models import TOKEN_CLASSES, UsageBatch
 from settlement.services import rating
 from settlement.services.credit_control import credit_states_refresh
 from settlement.services.partitions import usage_partitions_ensure
-from settlement.services.validation import ParsedEvent, Rejection, content_hash, event_parse
+from settlement.services.validation import ParsedEvent, Rejection, event_parse, same_content
 
 MAX_BATCH_EVENTS = 10_000
 
@@ -149,7 +149,7 @@ def _ingest(
 
     # Resolve accounts and models, then drop in-batch repeats (same key twice in one batch).
     resolved: list[ParsedEvent] = []
-    seen: dict[tuple[int, str], str] = {}
+    seen: dict[tuple[int, str], ParsedEvent] = {}
     in_batch_duplicates = 0
     for event in parsed:
         payer = by_code.get(event.account_code)
@@ -183,38 +183,57 @@ def _ingest(
             continue
         event.account_id = payer.id
         event.model_id = model_id
-        event.content_hash = content_hash(event)
         key = (payer.id, event.request_id)
         earlier = seen.get(key)
         if earlier is not None:
-            if earlier == event.content_hash:
+            if same_content(earlier, event):
                 in_batch_duplicates += 1
             else:
                 rejections.append(_conflict(event))
             continue
-        seen[key] = event.content_hash
+        seen[key] = event
         resolved.append(event)
 
     # Price every (account, model, day) once; an event with an unpriced class is refused.
     zones = rating.book_zones({payers[e.account_id].book_id for e in resolved})
+    account_zones = {e.account_id: zones[payers[e.account_id].book_id] for e in resolved}
+    day_start = rating.DayStarts()
     for event in resolved:
-        tz = zones[payers[event.account_id].book_id]
-        event.cascade_key = (event.account_id, event.model_code, rating.day_start(event.occurred_at, tz))
+        event.cascade_key = (
+            event.account_id,
+            event.model_code,
+            day_start(event.occurred_at, account_zones[event.account_id]),
+        )
     cascades = rating.cascades_load(e.cascade_key for e in resolved if e.cascade_key is not None)
     unpriced = {key: rating.unpriced_classes(cascade) for key, cascade in cascades.items()}
+    # Per cascade with a list price in force, the positions of the token classes it cannot price:
+    # an event is priced when it has no tokens there (most cascades price every class it uses).
+    blocked = {
+        key: tuple(i for i, token_class in enumerate(TOKEN_CLASSES) if token_class in unpriced[key])
+        for key, cascade in cascades.items()
+        if cascade is not None and cascade.list_price_version_id is not None
+    }
     priced: list[ParsedEvent] = []
     for event in resolved:
         assert event.cascade_key is not None
+        positions = blocked.get(event.cascade_key)
+        if positions is not None:
+            tokens = event.tokens
+            for i in positions:
+                if tokens[i]:
+                    break
+            else:
+                priced.append(event)
+                continue
         problem = rating.price_problem(
             event, cascades.get(event.cascade_key), unpriced.get(event.cascade_key, frozenset())
         )
-        if problem is None:
-            priced.append(event)
-        else:
-            rejections.append(Rejection(event.index, event.request_id, "no_price", problem))
+        assert problem is not None
+        rejections.append(Rejection(event.index, event.request_id, "no_price", problem))
 
-    # Partitions are created (if missing) before the merge transaction: see partitions.py.
-    usage_partitions_ensure(months={date(e.occurred_at.year, e.occurred_at.month, 1) for e in priced})
+    # Partitions are created (if missing) before the merge transaction: see partitions.py. A day of
+    # the book's zone spans at most two UTC months, and an extra partition ahead does no harm.
+    usage_partitions_ensure(months={month for key in blocked for month in _utc_months_of_day(key[2])})
 
     touched: set[int] = set()
     with transaction.atomic():
@@ -257,6 +276,13 @@ def _ingest(
     return result
 
 
+def _utc_months_of_day(start: datetime) -> tuple[date, date]:
+    """The first days of the UTC months that the local day beginning at `start` touches."""
+    first = start.astimezone(UTC)
+    last = (start + timedelta(days=1) - timedelta(microseconds=1)).astimezone(UTC)
+    return date(first.year, first.month, 1), date(last.year, last.month, 1)
+
+
 def _conflict(event: ParsedEvent) -> Rejection:
     return Rejection(
         event.index,
@@ -287,8 +313,7 @@ _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS settlement_usage_staging (
     idx integer NOT NULL,
     account_id bigint NOT NULL,
-    request_id varchar(200) NOT NULL,
-    content_hash varchar(64) NOT NULL,
+    request_id varchar(200) COLLATE "C" NOT NULL,
     model_id bigint NOT NULL,
     model_code varchar(100) NOT NULL,
     input_tokens bigint NOT NULL,
@@ -301,7 +326,7 @@ CREATE TEMP TABLE IF NOT EXISTS settlement_usage_staging (
 """
 # The staging columns' types, in COPY order (binary COPY needs them exactly).
 _STAGING_TYPES = [
-    *("int4", "int8", "varchar", "varchar", "int8", "varchar"),
+    *("int4", "int8", "varchar", "int8", "varchar"),
     *("int8", "int8", "int8", "int8", "timestamptz", "text"),
 ]
 
@@ -321,7 +346,7 @@ def _land(
         cursor.execute("TRUNCATE settlement_usage_staging")
         raw_cursor = cursor.cursor  # the psycopg 3 cursor, for COPY
         with raw_cursor.copy(
-            "COPY settlement_usage_staging (idx, account_id, request_id, content_hash, model_id, model_code,"
+            "COPY settlement_usage_staging (idx, account_id, request_id, model_id, model_code,"
             " input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, occurred_at, tags)"
             " FROM STDIN (FORMAT BINARY)"
         ) as copy:
@@ -335,7 +360,6 @@ def _land(
                         e.index,
                         e.account_id,
                         e.request_id,
-                        e.content_hash,
                         e.model_id,
                         e.model_code,
                         t[0],
@@ -353,8 +377,8 @@ def _land(
         cursor.execute(
             """
             WITH claimed AS (
-                INSERT INTO settlement_usagekey (account_id, request_id, content_hash, occurred_at, batch_id)
-                SELECT account_id, request_id, content_hash, occurred_at, %s
+                INSERT INTO settlement_usagekey (account_id, request_id, occurred_at, batch_id)
+                SELECT account_id, request_id, occurred_at, %s
                 FROM settlement_usage_staging
                 ORDER BY account_id, request_id
                 ON CONFLICT (account_id, request_id) DO NOTHING
@@ -381,14 +405,21 @@ def _land(
         conflicts: list[Rejection] = []
         new_events = events
         if landed < len(events):
-            # Some keys existed before this batch: a stored hash that differs is a conflict, an equal
-            # one a duplicate. Conflicts are rare, so only their indexes travel.
+            # Some keys existed before this batch: the event they landed is compared with this one
+            # (what same_content compares); a difference is a conflict, none a duplicate. Conflicts
+            # are rare, so only their indexes travel.
             cursor.execute(
                 """
                 SELECT s.idx
                 FROM settlement_usage_staging s
                 JOIN settlement_usagekey k ON k.account_id = s.account_id AND k.request_id = s.request_id
-                WHERE k.batch_id IS DISTINCT FROM %s AND k.content_hash <> s.content_hash
+                JOIN settlement_usageevent e ON e.key_id = k.id AND e.occurred_at = k.occurred_at
+                WHERE k.batch_id IS DISTINCT FROM %s
+                  AND ((e.model_code, e.input_tokens, e.cached_input_tokens, e.cache_write_tokens,
+                        e.output_tokens, e.occurred_at)
+                       IS DISTINCT FROM (s.model_code, s.input_tokens, s.cached_input_tokens,
+                                         s.cache_write_tokens, s.output_tokens, s.occurred_at)
+                       OR e.tags IS DISTINCT FROM s.tags::jsonb)
                 ORDER BY s.idx
                 """,
                 [batch_id],

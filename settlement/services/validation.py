@@ -7,7 +7,6 @@ serializer would make, written out, with rejection reasons a person at the gatew
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,7 +53,6 @@ class ParsedEvent:
     # Filled by resolution (ingestion.py) once the account and model are known.
     account_id: int = 0
     model_id: int = 0
-    content_hash: str = ""
     cascade_key: tuple[int, str, datetime] | None = field(default=None)
 
 
@@ -135,16 +133,19 @@ def event_parse(
     return ParsedEvent(index, request_id, account, model, tokens, occurred_at, tags_json)
 
 
-_blake2b = hashlib.blake2b
 _STAMP_REASON = "occurred_at must be an ISO 8601 timestamp with a time zone"
 # One encoder for every event's tags (json.dumps builds a new one per call with these options).
 _tags_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
-def content_hash(event: ParsedEvent) -> str:
-    """What makes a replay a duplicate rather than a conflict: everything but the key itself.
-    The timestamp is compared in UTC, so 10:00Z and 18:00+08:00 are the same call."""
-    # The same text as "|".join((model, *tokens, iso, tags)), built by one f-string (runs per event).
-    t = event.tokens
-    text = f"{event.model_code}|{t[0]}|{t[1]}|{t[2]}|{t[3]}|{event.occurred_at.isoformat()}|{event.tags_json or ''}"
-    return _blake2b(text.encode(), digest_size=16).hexdigest()
+def same_content(a: ParsedEvent, b: ParsedEvent) -> bool:
+    """What makes a replay a duplicate rather than a conflict: everything but the key itself. The
+    timestamps are instants, so 10:00Z and 18:00+08:00 are the same call; tags compare as JSON
+    objects (their text is written with sorted keys). The database makes the same comparison
+    against an event landed by an earlier batch (ingestion._land)."""
+    return (
+        a.model_code == b.model_code
+        and a.tokens == b.tokens
+        and a.occurred_at == b.occurred_at
+        and a.tags_json == b.tags_json
+    )

@@ -274,6 +274,33 @@ def test_duplicates_are_counted_once_and_conflicts_refused(world: World) -> None
     assert counts(other) == (1, 0, 0)
 
 
+def test_a_replay_is_compared_with_the_event_its_key_landed(world: World) -> None:
+    tagged = {"project": "p1", "team": "t1"}
+    first = usage_ingest(
+        events=[
+            *(UsageEventFactory(request_id=f"t{i}", tags=tagged) for i in (1, 2, 3)),
+            *(UsageEventFactory(request_id=f"u{i}", occurred_at="2026-10-15T10:00:00Z") for i in (1, 2)),
+        ],
+        service=True,
+        received_at=RECEIVED,
+    )
+    assert counts(first) == (5, 0, 0)
+    events = [
+        UsageEventFactory(request_id="t1", tags={"team": "t1", "project": "p1"}),  # keys reordered: same
+        UsageEventFactory(request_id="t2", tags={"project": "p1"}),  # a tag less: conflict
+        UsageEventFactory(request_id="t3"),  # no tags at all: conflict
+        UsageEventFactory(request_id="u1", occurred_at="2026-10-15T10:00:00.001Z"),  # a millisecond later
+        UsageEventFactory(request_id="u2", occurred_at="2026-10-15T12:00:00+02:00"),  # the same instant
+    ]
+    result = usage_ingest(events=events, service=True, received_at=RECEIVED)
+    assert counts(result) == (0, 2, 3)
+    assert [(r["index"], r["code"]) for r in result.rejections] == [
+        (1, "conflict"),
+        (2, "conflict"),
+        (3, "conflict"),
+    ]
+
+
 def _rollup_state() -> list[tuple[Any, ...]]:
     return list(
         UsageRollup.objects.order_by("id").values_list("payer_account_id", "token_class", "tokens", "amount")

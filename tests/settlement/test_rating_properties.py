@@ -130,3 +130,32 @@ def test_rollups_and_accruals_add_up_however_batches_are_cut(
         .values_list("payer_account_id", "total")
     )
     assert unbilled_by_payer(payer_account_ids=postpaid) == {p: t for p, t in postpaid.items() if t}
+
+
+ZONES = ["UTC", "Asia/Shanghai", "Asia/Kathmandu", "Asia/Kolkata", "America/St_Johns", "Europe/Berlin"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moments=st.lists(
+        st.datetimes(
+            min_value=datetime(1965, 1, 1), max_value=datetime(2040, 12, 31), timezones=st.just(UTC)
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    zone_names=st.lists(st.sampled_from(ZONES), min_size=1, max_size=3),
+)
+def test_day_starts_remembered_per_quarter_hour_equal_the_direct_computation(
+    moments: list[datetime], zone_names: list[str]
+) -> None:
+    """DayStarts (ingestion's per-batch memo) answers what day_start answers, for any instant and
+    zone, including zones at +5:45 and -3:30 and daylight saving changes."""
+    from settlement.services.rating import DayStarts, day_start, zone
+
+    memo = DayStarts()
+    # Neighbours of each moment share its quarter hour (or the next), so the memo is exercised.
+    for moment in moments:
+        for nearby in (moment, moment + timedelta(minutes=7), moment - timedelta(seconds=1)):
+            for name in zone_names:
+                assert memo(nearby, zone(name)) == day_start(nearby, zone(name))
