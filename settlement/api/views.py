@@ -1,6 +1,6 @@
 """The gateway's two calls (§5, §6): post a usage batch, ask whether an account may spend.
 
-The batch view is a plain APIView that reads the raw body with json.loads: a DRF serializer per
+The batch view is a plain APIView that parses the raw body itself (orjson): a DRF serializer per
 event would cost two thirds of the throughput (performance-notes.md); the events are validated by
 the hand-written validator in settlement/services/validation.py. The serializers below document
 the API in the OpenAPI schema; they are not used to validate events.
@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from django.db import connection
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema
@@ -124,10 +125,7 @@ class UsageBatchView(APIView):
         key = request.auth
         if USAGE_SCOPE not in (getattr(key, "scopes", None) or []):
             raise PermissionRefused("this API key lacks the 'usage' scope")
-        try:
-            body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValidationFailed("the body is not valid JSON", details={"error": str(exc)}) from exc
+        body = _batch_body(request.body)
         if not isinstance(body, dict):
             raise ValidationFailed('the body must be a JSON object like {"events": [...]}')
         events = body.get("events")
@@ -143,6 +141,21 @@ class UsageBatchView(APIView):
             events=events, caller_account=account, service=service, received_at=timezone.now()
         )
         return Response(result.as_dict())
+
+
+def _batch_body(raw: bytes) -> Any:
+    """The parsed body of a usage batch. orjson parses a 10,000-event body in two thirds of the time
+    of the standard library (docs/benchmarks.md); it refuses what the standard library takes (integers
+    past 64 bits, NaN), and such a body is parsed again by the standard library so that the events
+    are judged one by one, as before, instead of the whole batch failing."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailed("the body is not valid JSON", details={"error": str(exc)}) from exc
 
 
 @dataclass(frozen=True, slots=True)

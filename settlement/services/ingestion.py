@@ -57,30 +57,53 @@ def _in_scope(account: rating.Payer, caller: Any | None, service: bool) -> bool:
     return account.id == caller.pk or caller.pk in account.ancestor_ids
 
 
-def payers_load(*, codes: Sequence[str] = (), ids: Sequence[int] = ()) -> dict[int, rating.Payer]:
-    """The accounts with these codes or ids, and all their ancestors (the payers of their cascades)."""
+def payers_load(
+    *, codes: Sequence[str] = (), ids: Sequence[int] = (), memo: rating.RatingMemo | None = None
+) -> dict[int, rating.Payer]:
+    """The accounts with these codes or ids, and all their ancestors (the payers of their cascades):
+    the ones `memo` remembers, the others in at most two queries. Unknown codes are not remembered
+    (the account may be opened later)."""
     from django.db.models import Q
 
     from accounts.models import Account
 
-    fields = ("id", "code", "currency", "terms", "status", "book_id", "ancestor_ids")
+    fields = ("id", "code", "currency", "book_id", "ancestor_ids")
+    known = memo.payers if memo is not None and memo.active else {}
+    ids_by_code = memo.payer_ids_by_code if memo is not None and memo.active else {}
     found: dict[int, rating.Payer] = {}
+    wanted_codes: set[str] = set()
+    for code in set(codes):
+        pk = ids_by_code.get(code)
+        if pk is None:
+            wanted_codes.add(code)
+        else:
+            found[pk] = known[pk]
+    wanted_ids: set[int] = set()
+    for pk in set(ids):
+        payer = known.get(pk)
+        if payer is None:
+            wanted_ids.add(pk)
+        else:
+            found[pk] = payer
 
     def add(rows: Any) -> None:
-        for row in rows:
-            found[row[0]] = rating.Payer(
-                id=row[0],
-                code=row[1],
-                currency=row[2],
-                terms=row[3],
-                status=row[4],
-                book_id=row[5],
-                ancestor_ids=tuple(row[6] or ()),
+        for pk, code, currency, book_id, ancestor_ids in rows:
+            payer = rating.Payer(
+                id=pk, code=code, currency=currency, book_id=book_id, ancestor_ids=tuple(ancestor_ids or ())
             )
+            found[pk] = payer
+            if memo is not None and memo.active:
+                known[pk] = payer
+                ids_by_code[code] = pk
 
-    if codes or ids:
-        add(Account.objects.filter(Q(code__in=set(codes)) | Q(pk__in=set(ids))).values_list(*fields))
+    if wanted_codes or wanted_ids:
+        add(Account.objects.filter(Q(code__in=wanted_codes) | Q(pk__in=wanted_ids)).values_list(*fields))
     missing = {a for p in list(found.values()) for a in p.ancestor_ids} - set(found)
+    for pk in list(missing):
+        payer = known.get(pk)
+        if payer is not None:
+            found[pk] = payer
+            missing.discard(pk)
     if missing:
         add(Account.objects.filter(pk__in=missing).values_list(*fields))
     return found
@@ -143,7 +166,8 @@ def _ingest(
         else:
             parsed.append(outcome)
 
-    payers = payers_load(codes=[e.account_code for e in parsed]) if parsed else {}
+    memo = rating.rating_memo()
+    payers = payers_load(codes=[e.account_code for e in parsed], memo=memo) if parsed else {}
     by_code = {p.code: p for p in payers.values()}
     models = _models_by_code({e.model_code for e in parsed})
 
@@ -204,7 +228,7 @@ def _ingest(
             event.model_code,
             day_start(event.occurred_at, account_zones[event.account_id]),
         )
-    cascades = rating.cascades_load(e.cascade_key for e in resolved if e.cascade_key is not None)
+    cascades = rating.cascades_load((e.cascade_key for e in resolved if e.cascade_key is not None), memo=memo)
     unpriced = {key: rating.unpriced_classes(cascade) for key, cascade in cascades.items()}
     # Per cascade with a list price in force, the positions of the token classes it cannot price:
     # an event is priced when it has no tokens there (most cascades price every class it uses).
@@ -243,7 +267,9 @@ def _ingest(
         new, (first_key_id, last_key_id), duplicates, conflicts = _land(batch.pk, priced, received_at)
         rejections.extend(conflicts)
         if new:
-            payers.update(payers_load(ids=[hop.payer_id for c in cascades.values() if c for hop in c.hops]))
+            payers.update(
+                payers_load(ids=[hop.payer_id for c in cascades.values() if c for hop in c.hops], memo=memo)
+            )
             zones.update(
                 rating.book_zones(
                     {hop.payee_book_id for c in cascades.values() if c for hop in c.hops}

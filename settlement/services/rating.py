@@ -40,8 +40,6 @@ class Payer:
     id: int
     code: str
     currency: str
-    terms: str
-    status: str
     book_id: int
     ancestor_ids: tuple[int, ...]
 
@@ -104,14 +102,79 @@ class DayStarts:
         return found
 
 
-def cascades_load(keys: Iterable[tuple[int, str, datetime]]) -> dict[tuple[int, str, datetime], Any]:
-    """One query for every distinct (account, model, day start) of the batch."""
+CascadeKey = tuple[int, str, datetime]
+
+
+class RatingMemo:
+    """What this worker remembers between batches of what rating reads about the tree and prices:
+    the accounts (id, code, currency, book, ancestors) and the cascades of prices per (account,
+    model, day). A gateway's batches ask for the same few hundred accounts and the same (account,
+    model, day) all day long; reading and pricing them again was about a fifth of a batch.
+
+    Valid for one rating revision: migration 0009 bumps it in the same transaction as any change to
+    what is remembered here, so `sync` (once per batch) sees the change and the new revision
+    together and forgets everything. Status, limits and balances are never taken from here."""
+
+    MAX_ENTRIES = 200_000
+
+    def __init__(self) -> None:
+        self.revision: int | None = None
+        self.cascades: dict[CascadeKey, Any] = {}
+        self.payers: dict[int, Payer] = {}
+        self.payer_ids_by_code: dict[str, int] = {}
+
+    def forget(self) -> None:
+        self.revision = None
+        self.cascades.clear()
+        self.payers.clear()
+        self.payer_ids_by_code.clear()
+
+    def sync(self) -> RatingMemo:
+        """Read the revision; forget everything if it moved (or if the memo grew too large)."""
+        revision = rating_revision()
+        if revision is None or revision != self.revision or len(self.cascades) > self.MAX_ENTRIES:
+            self.forget()
+            self.revision = revision
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.revision is not None
+
+
+_memo = RatingMemo()
+
+
+def rating_memo() -> RatingMemo:
+    """The worker's memo, checked against the current revision (one small query)."""
+    return _memo.sync()
+
+
+def rating_revision() -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT revision FROM settlement_rating_revision")
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+def cascades_load(keys: Iterable[CascadeKey], *, memo: RatingMemo | None = None) -> dict[CascadeKey, Any]:
+    """The cascade of every distinct (account, model, day start) of the batch: the ones `memo`
+    remembers, the others in one query. A key with no cascade (an unknown account or model) maps
+    to nothing and is asked again next time."""
     from accounts.selectors import cascade_prices_many
 
     wanted = list(dict.fromkeys(keys))
     if not wanted:
         return {}
-    return dict(cascade_prices_many(requests=wanted))
+    if memo is None or not memo.active:
+        return dict(cascade_prices_many(requests=wanted))
+    known = memo.cascades
+    found = {key: known[key] for key in wanted if key in known}
+    if len(found) < len(wanted):
+        loaded = cascade_prices_many(requests=[key for key in wanted if key not in found])
+        found.update(loaded)
+        known.update(loaded)
+    return found
 
 
 def price_problem(event: ParsedEvent, cascade: Any, unpriced: frozenset[str]) -> str | None:

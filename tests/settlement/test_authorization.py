@@ -161,6 +161,28 @@ def test_a_malformed_body_is_a_400_that_writes_nothing(acme_key: str, body: Any,
     assert UsageBatch.objects.count() == 0
 
 
+def test_numbers_json_allows_but_orjson_refuses_reject_only_their_event(acme_key: str) -> None:
+    """A 2**70 token count (past 64 bits) or NaN: the body is still parsed and the event alone is
+    refused, as the standard library's parser would have it."""
+    huge = UsageEventFactory(request_id="h-huge")
+    body = json.dumps(
+        {
+            "events": [
+                UsageEventFactory(request_id="h-ok"),
+                {**huge, "input_tokens": 2**70},
+                UsageEventFactory(request_id="h-nan", output_tokens=float("nan")),
+            ]
+        }
+    )
+    response = post_batch(api(acme_key), body)
+    assert response.status_code == 200
+    assert [(r["index"], r["request_id"], r["reason"]) for r in response.json()["rejections"]] == [
+        (1, "h-huge", f"input_tokens is larger than {10**15}"),
+        (2, "h-nan", "output_tokens must be an integer"),
+    ]
+    assert response.json()["accepted"] == 1
+
+
 def test_authorization_is_scoped_to_the_callers_subtree(beta_key: str, world: World) -> None:
     client = api(beta_key)
     response = client.get("/api/v1/accounts/acme/authorization")

@@ -301,6 +301,73 @@ def test_a_replay_is_compared_with_the_event_its_key_landed(world: World) -> Non
     ]
 
 
+def test_a_price_change_reprices_the_next_batch_of_the_same_day(world: World) -> None:
+    """Cascades are remembered between batches (rating.cascades_load) under the pricing revision;
+    a new price list version bumps it, so the next batch of the same day is priced anew, while a
+    status change (which prices nothing) leaves the remembered cascades in place."""
+    from accounts.services import account_update, price_list_set
+    from settlement.services.rating import rating_revision
+
+    first = usage_ingest(
+        events=[UsageEventFactory(request_id="p-1", occurred_at="2026-10-15T09:00:00Z")],
+        service=True,
+        received_at=RECEIVED,
+    )
+    assert counts(first) == (1, 0, 0)
+    revision = rating_revision()
+    account_update(account=world.acme, status="on_hold")
+    account_update(account=world.acme, status="active", credit_limit=Decimal("12000.00"))
+    assert rating_revision() == revision
+    price_list_set(
+        account=world.acme,
+        effective_from=datetime(2026, 10, 15, tzinfo=UTC),
+        rule="markup",
+        rate=Decimal("0.10"),
+    )
+    assert rating_revision() != revision
+    second = usage_ingest(
+        events=[UsageEventFactory(request_id="p-2", occurred_at="2026-10-15T10:01:00Z")],
+        service=True,
+        received_at=RECEIVED,
+    )
+    assert counts(second) == (1, 0, 0), second.rejections
+    # acme pays beta: list 0.30 / 1.10 at a 0% discount, then list + 10% from 15 October.
+    assert sorted(
+        UsageRollup.objects.filter(payer_account_id=world.acme.pk).values_list(
+            "token_class", "unit_price", "tokens"
+        )
+    ) == [
+        ("input", Decimal("0.3000000000"), 1000),
+        ("input", Decimal("0.3300000000"), 1000),
+        ("output", Decimal("1.1000000000"), 100),
+        ("output", Decimal("1.2100000000"), 100),
+    ]
+
+
+def test_an_account_remembered_from_a_rolled_back_transaction_is_forgotten(world: World) -> None:
+    """The worker remembers account codes; an account whose creation rolled back must not be
+    remembered when an account of that code is opened again (with another id)."""
+    from django.db import transaction
+
+    from accounts.services import account_create, price_list_set
+
+    def open_newco() -> Any:
+        newco = account_create(
+            root_book=world.book, code="newco", name="NewCo", kind="customer", currency="USD", terms="monthly"
+        )
+        price_list_set(account=newco, effective_from=T0, rule="markup", rate=Decimal("0"))
+        return newco
+
+    call = UsageEventFactory(request_id="n-1", account="newco")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        open_newco()
+        assert counts(usage_ingest(events=[call], service=True, received_at=RECEIVED)) == (1, 0, 0)
+        raise RuntimeError("roll back")
+    newco = open_newco()
+    assert counts(usage_ingest(events=[call], service=True, received_at=RECEIVED)) == (1, 0, 0)
+    assert list(UsageEvent.objects.values_list("account_id", flat=True)) == [newco.pk]
+
+
 def _rollup_state() -> list[tuple[Any, ...]]:
     return list(
         UsageRollup.objects.order_by("id").values_list("payer_account_id", "token_class", "tokens", "amount")
