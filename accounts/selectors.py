@@ -288,6 +288,18 @@ def api_key_cache_invalidate(*, secret_hashes: list[str]) -> None:
     transaction.on_commit(lambda: api_key_cache_refresh(secret_hashes=wanted))
 
 
+def api_key_cache_key_of(*, secret: str) -> str:
+    """The cache key under which api_key_authenticate keeps what it knows of this secret's key (for
+    a caller that reads it together with other entries in one round trip)."""
+    return _api_key_cache_key(ApiKey.hash_of(secret))
+
+
+def api_key_entry_usable(entry: _CachedKey, *, now: datetime) -> bool:
+    """A cached key may authenticate: not revoked, its account not closed, not expired at `now`."""
+    _, _, _, expires_at, revoked, account_closed, _, _ = entry
+    return not revoked and not account_closed and (expires_at is None or expires_at > now)
+
+
 def api_key_authenticate(*, secret: str, now: datetime | None = None) -> ApiKey | None:
     """The key with this secret if it is neither revoked nor expired and its account is not closed.
     Answered from the cache when it can be; the key's account is then loaded only if asked for."""
@@ -302,11 +314,9 @@ def api_key_authenticate(*, secret: str, now: datetime | None = None) -> ApiKey 
             return None  # unknown secrets are not cached: anyone could fill the cache with them
         # add, not set: a revocation's rewrite that landed first is not overwritten with older news.
         cache.add(cache_key, entry, API_KEY_CACHE_SECONDS)
-    key_id, account_id, scopes, expires_at, revoked, account_closed, prefix, name = entry
-    if revoked or account_closed:
+    if not api_key_entry_usable(entry, now=now or timezone.now()):
         return None
-    if expires_at is not None and expires_at <= (now or timezone.now()):
-        return None
+    key_id, account_id, scopes, expires_at, _, _, prefix, name = entry
     key = ApiKey(
         id=key_id,
         account_id=account_id,

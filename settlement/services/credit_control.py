@@ -116,6 +116,18 @@ def credit_states_refresh(*, account_ids: Iterable[int]) -> dict[int, CreditStat
     return states
 
 
+def credit_cache_keys(*, account_ids: Iterable[int]) -> list[str]:
+    """The cache keys of these accounts' entries (for a caller reading them with other entries)."""
+    return [_cache_key(pk) for pk in account_ids]
+
+
+def credit_states_cached(*, account_ids: Iterable[int], found: dict[str, Any]) -> dict[int, CreditState]:
+    """The states among `found` (a cache `get_many` answer) of these accounts."""
+    return {
+        pk: CreditState.from_cache(found[_cache_key(pk)]) for pk in account_ids if _cache_key(pk) in found
+    }
+
+
 def authorization_for(*, account: Any) -> dict[str, Any]:
     """{"allowed", "reason", "available", "currency"} for `account`, from the cache.
 
@@ -123,12 +135,18 @@ def authorization_for(*, account: Any) -> dict[str, Any]:
     `ancestor:<code>` for the nearest-to-root ancestor that is not active or has no credit, then
     `no_credit` when the account's own available credit is <= 0, else `ok`."""
     chain = [*list(account.ancestor_ids or ()), account.pk]  # root-most first, the account last
-    found = cache.get_many([_cache_key(pk) for pk in chain])
-    states = {pk: CreditState.from_cache(found[_cache_key(pk)]) for pk in chain if _cache_key(pk) in found}
+    found = cache.get_many(credit_cache_keys(account_ids=chain))
+    states = credit_states_cached(account_ids=chain, found=found)
     missing = [pk for pk in chain if pk not in states]
     if missing:
         states.update(credit_states_refresh(account_ids=missing))
-    own = states[account.pk]
+    return authorization_decide(chain=chain, states=states)
+
+
+def authorization_decide(*, chain: list[int], states: dict[int, CreditState]) -> dict[str, Any]:
+    """authorization_for's answer from the states of `chain` (root-most first, the account last),
+    all of which must be present."""
+    own = states[chain[-1]]
     reason = "ok"
     if own.status != ACTIVE:
         reason = own.status

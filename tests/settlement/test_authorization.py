@@ -198,6 +198,42 @@ def test_authorization_is_scoped_to_the_callers_subtree(beta_key: str, world: Wo
     assert client.get("/api/v1/accounts/nobody/authorization").status_code == 404
 
 
+def test_a_warm_authorization_is_answered_from_the_cache_alone_and_follows_changes(
+    beta_key: str, world: World, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Once the key, the account and its credit entries are cached, the answer comes from one cache
+    read without DRF (views._authorization_from_cache), is the same answer, and still follows a hold,
+    a revocation and the subtree wall, which fall back to the full view."""
+    from rest_framework.views import APIView
+
+    from accounts.models import ApiKey
+    from accounts.services import account_update, api_key_revoke
+
+    client = api(beta_key)
+    full = client.get("/api/v1/accounts/acme/authorization")
+    assert full.status_code == 200
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the full view was asked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(APIView, "dispatch", refused)
+        cached = client.get("/api/v1/accounts/acme/authorization")
+        assert cached.status_code == 200
+        assert cached["Content-Type"] == "application/json"
+        assert cached.json() == full.json()
+        with django_capture_on_commit_callbacks(execute=True):
+            account_update(account=world.beta, status="on_hold")
+        assert client.get("/api/v1/accounts/acme/authorization").json()["reason"] == "ancestor:beta"
+
+    # Outside the subtree, an unknown account, a revoked key: the full view answers.
+    assert client.get("/api/v1/accounts/alpha/authorization").status_code == 404
+    assert client.get("/api/v1/accounts/nobody/authorization").status_code == 404
+    with django_capture_on_commit_callbacks(execute=True):
+        api_key_revoke(key=ApiKey.objects.get(account=world.beta))
+    assert client.get("/api/v1/accounts/acme/authorization").status_code == 401
+
+
 def test_the_schema_documents_both_calls(db: None) -> None:
     from drf_spectacular.generators import SchemaGenerator
 
