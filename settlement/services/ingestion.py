@@ -20,7 +20,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from distributor.errors import ValidationFailed
-from settlement.models import TOKEN_CLASSES, UsageBatch
+from settlement.models import UsageBatch
 from settlement.services import rating
 from settlement.services.credit_control import credit_states_refresh
 from settlement.services.partitions import usage_partitions_ensure
@@ -169,6 +169,8 @@ def _ingest(
     memo = rating.rating_memo()
     payers = payers_load(codes=[e.account_code for e in parsed], memo=memo) if parsed else {}
     by_code = {p.code: p for p in payers.values()}
+    # Decided once per account, not per event: the accounts this caller may report for.
+    allowed = {code: p for code, p in by_code.items() if _in_scope(p, caller_account, service)}
     models = _models_by_code({e.model_code for e in parsed})
 
     # Resolve accounts and models, then drop in-batch repeats (same key twice in one batch).
@@ -176,26 +178,13 @@ def _ingest(
     seen: dict[tuple[int, str], ParsedEvent] = {}
     in_batch_duplicates = 0
     for event in parsed:
-        payer = by_code.get(event.account_code)
+        payer = allowed.get(event.account_code)
         if payer is None:
-            rejections.append(
-                Rejection(
-                    event.index,
-                    event.request_id,
-                    "unknown_account",
-                    f"unknown account {event.account_code!r}",
-                )
-            )
-            continue
-        if not _in_scope(payer, caller_account, service):
-            rejections.append(
-                Rejection(
-                    event.index,
-                    event.request_id,
-                    "out_of_scope",
-                    f"account {event.account_code!r} is outside the caller's scope",
-                )
-            )
+            if event.account_code in by_code:
+                code, reason = "out_of_scope", f"account {event.account_code!r} is outside the caller's scope"
+            else:
+                code, reason = "unknown_account", f"unknown account {event.account_code!r}"
+            rejections.append(Rejection(event.index, event.request_id, code, reason))
             continue
         model_id = models.get(event.model_code)
         if model_id is None:
@@ -219,8 +208,8 @@ def _ingest(
         resolved.append(event)
 
     # Price every (account, model, day) once; an event with an unpriced class is refused.
-    zones = rating.book_zones({payers[e.account_id].book_id for e in resolved})
-    account_zones = {e.account_id: zones[payers[e.account_id].book_id] for e in resolved}
+    zones = rating.book_zones({p.book_id for p in allowed.values()})
+    account_zones = {p.id: zones[p.book_id] for p in allowed.values()}
     day_start = rating.DayStarts()
     for event in resolved:
         event.cascade_key = (
@@ -229,14 +218,7 @@ def _ingest(
             day_start(event.occurred_at, account_zones[event.account_id]),
         )
     cascades = rating.cascades_load((e.cascade_key for e in resolved if e.cascade_key is not None), memo=memo)
-    unpriced = {key: rating.unpriced_classes(cascade) for key, cascade in cascades.items()}
-    # Per cascade with a list price in force, the positions of the token classes it cannot price:
-    # an event is priced when it has no tokens there (most cascades price every class it uses).
-    blocked = {
-        key: tuple(i for i, token_class in enumerate(TOKEN_CLASSES) if token_class in unpriced[key])
-        for key, cascade in cascades.items()
-        if cascade is not None and cascade.list_price_version_id is not None
-    }
+    blocked = rating.unpriced_positions(cascades, memo=memo)
     priced: list[ParsedEvent] = []
     for event in resolved:
         assert event.cascade_key is not None
@@ -249,15 +231,18 @@ def _ingest(
             else:
                 priced.append(event)
                 continue
+        cascade = cascades.get(event.cascade_key)
         problem = rating.price_problem(
-            event, cascades.get(event.cascade_key), unpriced.get(event.cascade_key, frozenset())
+            event, cascade, rating.unpriced_classes(cascade) if cascade is not None else frozenset()
         )
         assert problem is not None
         rejections.append(Rejection(event.index, event.request_id, "no_price", problem))
 
     # Partitions are created (if missing) before the merge transaction: see partitions.py. A day of
     # the book's zone spans at most two UTC months, and an extra partition ahead does no harm.
-    usage_partitions_ensure(months={month for key in blocked for month in _utc_months_of_day(key[2])})
+    usage_partitions_ensure(
+        months={month for day in {key[2] for key in blocked} for month in _utc_months_of_day(day)}
+    )
 
     touched: set[int] = set()
     with transaction.atomic():

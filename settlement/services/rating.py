@@ -122,10 +122,12 @@ class RatingMemo:
         self.cascades: dict[CascadeKey, Any] = {}
         self.payers: dict[int, Payer] = {}
         self.payer_ids_by_code: dict[str, int] = {}
+        self.unpriced_positions: dict[CascadeKey, tuple[int, ...]] = {}
 
     def forget(self) -> None:
         self.revision = None
         self.cascades.clear()
+        self.unpriced_positions.clear()
         self.payers.clear()
         self.payer_ids_by_code.clear()
 
@@ -175,6 +177,25 @@ def cascades_load(keys: Iterable[CascadeKey], *, memo: RatingMemo | None = None)
         found.update(loaded)
         known.update(loaded)
     return found
+
+
+def unpriced_positions(
+    cascades: dict[CascadeKey, Any], *, memo: RatingMemo | None = None
+) -> dict[CascadeKey, tuple[int, ...]]:
+    """Per cascade with a list price in force, the positions (in TOKEN_CLASSES) of the token classes
+    it cannot price: an event of that cascade is priced when it has no tokens there. Cascades with
+    no list price in force are absent (nothing of theirs is priced)."""
+    known = memo.unpriced_positions if memo is not None and memo.active else {}
+    out: dict[CascadeKey, tuple[int, ...]] = {}
+    for key, cascade in cascades.items():
+        positions = known.get(key)
+        if positions is None:
+            if cascade is None or cascade.list_price_version_id is None:
+                continue
+            unpriced = unpriced_classes(cascade)
+            positions = known[key] = tuple(i for i, c in enumerate(TOKEN_CLASSES) if c in unpriced)
+        out[key] = positions
+    return out
 
 
 def price_problem(event: ParsedEvent, cascade: Any, unpriced: frozenset[str]) -> str | None:

@@ -12,7 +12,7 @@ import pytest
 from django.core.cache import cache
 from django.test import Client
 
-from settlement.models import UsageBatch
+from settlement.models import UsageBatch, UsageEvent
 from settlement.services import authorization_for, credit_states_refresh, usage_ingest
 from tests.settlement.test_ingestion import (
     RECEIVED,
@@ -171,6 +171,8 @@ def test_numbers_json_allows_but_orjson_refuses_reject_only_their_event(acme_key
                 UsageEventFactory(request_id="h-ok"),
                 {**huge, "input_tokens": 2**70},
                 UsageEventFactory(request_id="h-nan", output_tokens=float("nan")),
+                UsageEventFactory(request_id="h-tag-nan", tags={"ratio": float("-inf")}),
+                UsageEventFactory(request_id="h-tag-big", tags={"big": 2**70, "b": [1.5]}),
             ]
         }
     )
@@ -179,8 +181,10 @@ def test_numbers_json_allows_but_orjson_refuses_reject_only_their_event(acme_key
     assert [(r["index"], r["request_id"], r["reason"]) for r in response.json()["rejections"]] == [
         (1, "h-huge", f"input_tokens is larger than {10**15}"),
         (2, "h-nan", "output_tokens must be an integer"),
+        (3, "h-tag-nan", "tags must hold JSON values (not NaN or Infinity)"),
     ]
-    assert response.json()["accepted"] == 1
+    assert response.json()["accepted"] == 2
+    assert UsageEvent.objects.get(request_id="h-tag-big").tags == {"b": [1.5], "big": 2**70}
 
 
 def test_authorization_is_scoped_to_the_callers_subtree(beta_key: str, world: World) -> None:
