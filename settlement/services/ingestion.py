@@ -24,7 +24,7 @@ from settlement.models import UsageBatch
 from settlement.services import rating
 from settlement.services.credit_control import credit_states_refresh
 from settlement.services.partitions import usage_partitions_ensure
-from settlement.services.validation import ParsedEvent, Rejection, event_parse, same_content
+from settlement.services.validation import ParsedEvent, Rejection, events_parse, same_content
 
 MAX_BATCH_EVENTS = 10_000
 
@@ -155,16 +155,9 @@ def _ingest(
             details={"max_events": MAX_BATCH_EVENTS, "events": len(events)},
         )
     result = IngestResult()
-    rejections: list[Rejection] = []
     default_account = caller_account.code if caller_account is not None else None
 
-    parsed: list[ParsedEvent] = []
-    for index, raw in enumerate(events):
-        outcome = event_parse(index, raw, default_account=default_account, received_at=received_at)
-        if isinstance(outcome, Rejection):
-            rejections.append(outcome)
-        else:
-            parsed.append(outcome)
+    parsed, rejections = events_parse(events, default_account=default_account, received_at=received_at)
 
     memo = rating.rating_memo()
     payers = payers_load(codes=[e.account_code for e in parsed], memo=memo) if parsed else {}
@@ -352,9 +345,10 @@ def _land(
     by_index = {e.index: e for e in events}
     with connection.cursor() as cursor:
         # The staging table lives for the session (no catalog churn per batch) and empties itself
-        # at commit; TRUNCATE covers a caller that ingests twice inside one outer transaction.
+        # at commit; DELETE covers a caller that ingests twice inside one outer transaction (a
+        # TRUNCATE here cost a new file and catalog update per batch).
         cursor.execute(_STAGING_DDL)
-        cursor.execute("TRUNCATE settlement_usage_staging")
+        cursor.execute("DELETE FROM settlement_usage_staging")
         raw_cursor = cursor.cursor  # the psycopg 3 cursor, for COPY
         with raw_cursor.copy(
             "COPY settlement_usage_staging (idx, account_id, request_id, model_id, model_code,"

@@ -58,6 +58,79 @@ class ParsedEvent:
     cascade_key: tuple[int, str, datetime] | None = field(default=None)
 
 
+def events_parse(
+    events: list[Any], *, default_account: str | None, received_at: datetime
+) -> tuple[list[ParsedEvent], list[Rejection]]:
+    """event_parse over a batch. The common event (known fields, a UTC stamp, small tags) is
+    accepted by one inlined test of all its fields; anything else (an error, a stamp with another
+    offset, large tags) goes through event_parse, which accepts or refuses it with its reason. The
+    fast test accepts nothing event_parse would refuse and builds the same ParsedEvent
+    (tests/settlement/test_ingestion_validation.py holds them equal on random events)."""
+    parsed: list[ParsedEvent] = []
+    rejections: list[Rejection] = []
+    latest = received_at + FUTURE_TOLERANCE
+    known = KNOWN_FIELDS.issuperset
+    fromisoformat = datetime.fromisoformat
+    small_tags = MAX_TAGS_BYTES // 4
+    append = parsed.append
+    for index, raw in enumerate(events):
+        if type(raw) is dict and known(raw):
+            get = raw.get
+            request_id = get("request_id")
+            account = get("account", default_account)
+            model = get("model")
+            t0 = get("input_tokens", 0)
+            t1 = get("cached_input_tokens", 0)
+            t2 = get("cache_write_tokens", 0)
+            t3 = get("output_tokens", 0)
+            stamp = get("occurred_at")
+            if (
+                type(request_id) is str
+                and 0 < len(request_id) <= 200
+                and type(account) is str
+                and account
+                and type(model) is str
+                and model
+                and type(t0) is int
+                and type(t1) is int
+                and type(t2) is int
+                and type(t3) is int
+                and 0 <= t0 <= MAX_TOKENS
+                and 0 <= t1 <= MAX_TOKENS
+                and 0 <= t2 <= MAX_TOKENS
+                and 0 <= t3 <= MAX_TOKENS
+                and type(stamp) is str
+            ):
+                try:
+                    occurred_at: datetime | None = fromisoformat(stamp)
+                except ValueError:
+                    occurred_at = None
+                if occurred_at is not None and occurred_at.tzinfo is UTC and occurred_at <= latest:
+                    tags = get("tags")
+                    if tags is None:
+                        append(
+                            ParsedEvent(
+                                index, request_id, account, model, (t0, t1, t2, t3), occurred_at, None
+                            )
+                        )
+                        continue
+                    if type(tags) is dict:
+                        text = tags_text(tags)
+                        if text is not None and len(text) <= small_tags:
+                            append(
+                                ParsedEvent(
+                                    index, request_id, account, model, (t0, t1, t2, t3), occurred_at, text
+                                )
+                            )
+                            continue
+        outcome = event_parse(index, raw, default_account=default_account, received_at=received_at)
+        if isinstance(outcome, Rejection):
+            rejections.append(outcome)
+        else:
+            append(outcome)
+    return parsed, rejections
+
+
 def event_parse(
     index: int, raw: object, *, default_account: str | None, received_at: datetime
 ) -> ParsedEvent | Rejection:

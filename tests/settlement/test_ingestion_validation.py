@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from settlement.services.validation import ParsedEvent, Rejection, event_parse, same_content
+from settlement.services.validation import ParsedEvent, Rejection, event_parse, events_parse, same_content
 
 RECEIVED = datetime(2026, 10, 15, 10, 0, tzinfo=UTC)
 
@@ -90,3 +92,96 @@ def test_the_same_call_in_another_zone_is_the_same_content() -> None:
     )
     assert same_content(utc, shanghai)
     assert not same_content(utc, other)
+
+
+# --- the batch parser's fast path against event_parse, on random events -----------------------------
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**15 + 5),
+    st.sampled_from([0, 10**15, 10**15 + 1, -1, 2**70]),
+    st.floats(allow_nan=True),
+    st.text(max_size=5),
+    st.sampled_from(["", "x" * 200, "x" * 201]),
+)
+_stamps = st.one_of(
+    st.sampled_from(
+        [
+            "2026-10-15T09:59:00Z",
+            "2026-10-15T10:04:59.999Z",
+            "2026-10-15T10:05:00Z",
+            "2026-10-15T10:05:00.001Z",
+            "2026-10-15T17:59:00+08:00",
+            "2026-10-15T09:59:00",
+            "2026-10-15T09:59:00+00:00",
+            "2026-10-15",
+            "yesterday",
+            "",
+        ]
+    ),
+    _values,
+)
+_tags = st.one_of(
+    st.none(),
+    st.dictionaries(
+        st.text(max_size=3), st.one_of(st.integers(), st.text(max_size=4), st.booleans()), max_size=3
+    ),
+    st.just({"big": "x" * 1100}),
+    st.just({"wide": "é" * 700}),
+    st.just({"n": 2**70}),
+    st.just([1, 2]),
+    st.text(max_size=3),
+)
+_FIELDS = [
+    *("request_id", "account", "model", "input_tokens", "cached_input_tokens", "cache_write_tokens"),
+    *("output_tokens", "occurred_at", "tags", "colour"),
+]
+_EDGES = [
+    *(None, True, 0, -1, 10**15, 10**15 + 1, 2**70, 1.5, float("nan"), "", "x" * 200, "x" * 201),
+    *("acme", "glm-5", "2026-10-15T17:59:00+08:00", "2026-10-15T10:05:00.001Z", "2026-10-15T10:05:00Z"),
+    *("2026-10-15T10:04:59.999999Z", "2026-10-15T09:59:00", "yesterday", [1], {}, {"a": 1}),
+    *({"big": "x" * 1100}, {"wide": "é" * 700}, {"wider": "é" * 2100}, {"n": 2**70}, {"ok": "x" * 1000}),
+]
+_events = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "request_id": st.one_of(st.sampled_from(["r-1", "r-2"]), _values),
+            "account": st.one_of(st.sampled_from(["acme", "beta"]), _values),
+            "model": st.one_of(st.just("glm-5"), _values),
+            "input_tokens": _values,
+            "cached_input_tokens": _values,
+            "cache_write_tokens": _values,
+            "output_tokens": _values,
+            "occurred_at": _stamps,
+            "tags": _tags,
+            "colour": st.just("red"),
+        },
+    ),
+    st.builds(good),
+    # A good event with one field set to an edge value, or two, or one dropped: the fast path's edges.
+    st.builds(
+        lambda field, value: {**good(), field: value}, st.sampled_from(_FIELDS), st.sampled_from(_EDGES)
+    ),
+    st.builds(
+        lambda changes: {**good(), **dict(changes)},
+        st.lists(st.tuples(st.sampled_from(_FIELDS), st.sampled_from(_EDGES)), min_size=2, max_size=2),
+    ),
+    st.builds(lambda field: {k: v for k, v in good().items() if k != field}, st.sampled_from(_FIELDS)),
+    _values,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(events=st.lists(_events, max_size=8), default_account=st.sampled_from([None, "acme"]))
+def test_the_batch_parser_agrees_with_event_parse_on_every_event(
+    events: list[object], default_account: str | None
+) -> None:
+    parsed, rejections = events_parse(events, default_account=default_account, received_at=RECEIVED)
+    one_by_one = [
+        event_parse(i, raw, default_account=default_account, received_at=RECEIVED)
+        for i, raw in enumerate(events)
+    ]
+    assert parsed == [o for o in one_by_one if isinstance(o, ParsedEvent)]
+    assert rejections == [o for o in one_by_one if isinstance(o, Rejection)]
