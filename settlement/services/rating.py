@@ -111,36 +111,25 @@ class RatingMemo:
     model, day). A gateway's batches ask for the same few hundred accounts and the same (account,
     model, day) all day long; reading and pricing them again was about a fifth of a batch.
 
-    Valid for one rating revision: migration 0009 bumps it in the same transaction as any change to
-    what is remembered here, so `sync` (once per batch) sees the change and the new revision
-    together and forgets everything. Status, limits and balances are never taken from here."""
+    One memo holds what was read under one rating revision (or later): migration 0009 bumps the
+    revision in the same transaction as any change to what is remembered here, so `rating_memo`
+    (once per batch) sees the change and the new revision together and starts a new memo. A memo
+    is never emptied in place: a batch running in another thread of the worker keeps the one it
+    started with (only adding to it), and nothing it adds reaches a memo of a later revision.
+    Status, limits and balances are never taken from here."""
 
     MAX_ENTRIES = 200_000
 
-    def __init__(self) -> None:
-        self.revision: int | None = None
+    def __init__(self, revision: int | None = None) -> None:
+        self.revision = revision
         self.cascades: dict[CascadeKey, Any] = {}
         self.payers: dict[int, Payer] = {}
         self.payer_ids_by_code: dict[str, int] = {}
         self.unpriced_positions: dict[CascadeKey, tuple[int, ...]] = {}
 
-    def forget(self) -> None:
-        self.revision = None
-        self.cascades.clear()
-        self.unpriced_positions.clear()
-        self.payers.clear()
-        self.payer_ids_by_code.clear()
-
-    def sync(self) -> RatingMemo:
-        """Read the revision; forget everything if it moved (or if the memo grew too large)."""
-        revision = rating_revision()
-        if revision is None or revision != self.revision or len(self.cascades) > self.MAX_ENTRIES:
-            self.forget()
-            self.revision = revision
-        return self
-
     @property
     def active(self) -> bool:
+        """Whether to read and add entries (no revision: the table is missing, remember nothing)."""
         return self.revision is not None
 
 
@@ -148,8 +137,14 @@ _memo = RatingMemo()
 
 
 def rating_memo() -> RatingMemo:
-    """The worker's memo, checked against the current revision (one small query)."""
-    return _memo.sync()
+    """The worker's memo for the current revision (one small query): the same as the last batch's
+    while the revision holds, a new empty one when it moved (or the old one grew too large)."""
+    global _memo
+    revision = rating_revision()
+    current = _memo
+    if revision is None or revision != current.revision or len(current.cascades) > RatingMemo.MAX_ENTRIES:
+        current = _memo = RatingMemo(revision)
+    return current
 
 
 def rating_revision() -> int | None:

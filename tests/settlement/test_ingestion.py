@@ -302,11 +302,11 @@ def test_a_replay_is_compared_with_the_event_its_key_landed(world: World) -> Non
 
 
 def test_a_price_change_reprices_the_next_batch_of_the_same_day(world: World) -> None:
-    """Cascades are remembered between batches (rating.cascades_load) under the pricing revision;
+    """Cascades are remembered between batches (rating.RatingMemo) under the rating revision;
     a new price list version bumps it, so the next batch of the same day is priced anew, while a
     status change (which prices nothing) leaves the remembered cascades in place."""
     from accounts.services import account_update, price_list_set
-    from settlement.services.rating import rating_revision
+    from settlement.services.rating import rating_memo, rating_revision
 
     first = usage_ingest(
         events=[UsageEventFactory(request_id="p-1", occurred_at="2026-10-15T09:00:00Z")],
@@ -315,9 +315,13 @@ def test_a_price_change_reprices_the_next_batch_of_the_same_day(world: World) ->
     )
     assert counts(first) == (1, 0, 0)
     revision = rating_revision()
+    memo = rating_memo()
+    remembered = dict(memo.cascades)
+    assert remembered and memo.payers
     account_update(account=world.acme, status="on_hold")
     account_update(account=world.acme, status="active", credit_limit=Decimal("12000.00"))
     assert rating_revision() == revision
+    assert rating_memo() is memo
     price_list_set(
         account=world.acme,
         effective_from=datetime(2026, 10, 15, tzinfo=UTC),
@@ -325,6 +329,10 @@ def test_a_price_change_reprices_the_next_batch_of_the_same_day(world: World) ->
         rate=Decimal("0.10"),
     )
     assert rating_revision() != revision
+    # A new memo for the new revision; the old one is left as it was for a batch still using it.
+    assert rating_memo() is not memo
+    assert rating_memo().cascades == {}
+    assert memo.cascades == remembered
     second = usage_ingest(
         events=[UsageEventFactory(request_id="p-2", occurred_at="2026-10-15T10:01:00Z")],
         service=True,
