@@ -239,7 +239,7 @@ def _authorization_from_cache(request: HttpRequest, code: str) -> HttpResponse |
     entry = found.get(key_entry_key)
     if entry is None or not api_key_entry_usable(entry, now=timezone.now()):
         return None
-    caller_id = entry[1]
+    caller_id = entry[1]  # the key's account (None: the root's service key, which sees every account)
     if caller_id is not None and caller_id != account.pk and caller_id not in account.ancestor_ids:
         return None
     states = credit_states_cached(account_ids=chain, found=found)
