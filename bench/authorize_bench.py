@@ -97,7 +97,14 @@ def phase(
     """`clients` authorization clients, each in its own process as gateways are: in one process
     their threads would share a GIL, and a client waiting for it would count as server latency."""
     futures = [pool.submit(ask_loop, port, secret, codes, weights, seconds, seed=i) for i in range(clients)]
-    return [x for f in futures for x in f.result()]
+    results = [f.result() for f in futures]
+    # Per client: a client whose connection shares a worker process with the background gateway
+    # shares that worker's GIL with a batch, which shows as one client with a worse tail.
+    log(
+        "  per client p50 / p99: "
+        + ", ".join(f"{statistics.median(r):.2f} / {percentile(r, 0.99):.2f} ms" for r in results if r)
+    )
+    return [x for r in results for x in r]
 
 
 def describe(name: str, latencies: list[float], seconds: float) -> str:
