@@ -319,42 +319,28 @@ class ExposurePoint:
     net: Decimal
 
 
-def _moment_of(row: Any) -> datetime | None:
-    for name in ("as_of", "at", "taken_at", "snapshot_at"):
-        value = getattr(row, name, None)
-        if isinstance(value, datetime):
-            return value
-    return None
+def _exposure_point(at: datetime, figures: Any) -> ExposurePoint:
+    """A point of the trend from an `Exposure` or an `ExposureSnapshot` (same field names)."""
+    return ExposurePoint(at, *(Decimal(getattr(figures, name)) for name in EXPOSURE_FIELDS))
 
 
 def exposure_over_time(*, book: Book, currency: str, until: datetime, days: int) -> list[ExposurePoint]:
     """Exposure at points from `until - days` to `until`: the daily snapshots where they exist
-    (R1's `exposure_history`), else computed live at each point (one per day, at most
+    (`exposure_history`, oldest first), else computed live at each point (one per day, at most
     EXPOSURE_POINTS_MAX points, the last one exactly at `until`)."""
     since = until - timedelta(days=days)
-    points = []
-    for row in exposure_history(book=book, currency=currency, since=since, until=until):
-        at = _moment_of(row)
-        figures = getattr(row, "exposure", row)
-        if at is None or at > until:
-            continue
-        points.append(ExposurePoint(at, *(Decimal(getattr(figures, name)) for name in EXPOSURE_FIELDS)))
+    points = [
+        _exposure_point(row.as_of, row)
+        for row in exposure_history(book=book, currency=currency, since=since, until=until)
+    ]
     if points:
-        points.sort(key=lambda p: p.at)
         if points[-1].at < until:
             # The trend ends at the asked time, not at the last snapshot.
-            figures = exposure(book=book, currency=currency, as_of=until)
-            points.append(
-                ExposurePoint(until, *(Decimal(getattr(figures, name)) for name in EXPOSURE_FIELDS))
-            )
+            points.append(_exposure_point(until, exposure(book=book, currency=currency, as_of=until)))
         return points[-EXPOSURE_POINTS_MAX:]
     step = max(1, -(-days // EXPOSURE_POINTS_MAX))
     moments = [until - timedelta(days=k) for k in range(0, days + 1, step)]
-    points = []
-    for at in reversed(moments):
-        figures = exposure(book=book, currency=currency, as_of=at)
-        points.append(ExposurePoint(at, *(Decimal(getattr(figures, name)) for name in EXPOSURE_FIELDS)))
-    return points
+    return [_exposure_point(at, exposure(book=book, currency=currency, as_of=at)) for at in reversed(moments)]
 
 
 def allowance_history(

@@ -11,7 +11,7 @@ the upstream draw and the wallets; a replayed batch changes nothing.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -58,7 +58,7 @@ def _in_scope(account: rating.Payer, caller: Any | None, service: bool) -> bool:
 
 
 def payers_load(
-    *, codes: Sequence[str] = (), ids: Sequence[int] = (), memo: rating.RatingMemo | None = None
+    *, codes: Sequence[str] = (), ids: Sequence[int] = (), memo: rating.RatingMemo
 ) -> dict[int, rating.Payer]:
     """The accounts with these codes or ids, and all their ancestors (the payers of their cascades):
     the ones `memo` remembers, the others in at most two queries. Unknown codes are not remembered
@@ -68,42 +68,34 @@ def payers_load(
     from accounts.models import Account
 
     fields = ("id", "code", "currency", "book_id", "ancestor_ids")
-    known = memo.payers if memo is not None and memo.active else {}
-    ids_by_code = memo.payer_ids_by_code if memo is not None and memo.active else {}
+    known, ids_by_code = memo.payers, memo.payer_ids_by_code
     found: dict[int, rating.Payer] = {}
-    wanted_codes: set[str] = set()
-    for code in set(codes):
-        pk = ids_by_code.get(code)
-        if pk is None:
-            wanted_codes.add(code)
-        else:
-            found[pk] = known[pk]
-    wanted_ids: set[int] = set()
-    for pk in set(ids):
-        payer = known.get(pk)
-        if payer is None:
-            wanted_ids.add(pk)
-        else:
-            found[pk] = payer
+
+    def remembered(pks: Iterable[int]) -> set[int]:
+        """Put the remembered ones of `pks` in `found`; the others are returned, to be read."""
+        unknown: set[int] = set()
+        for pk in pks:
+            payer = known.get(pk)
+            if payer is None:
+                unknown.add(pk)
+            else:
+                found[pk] = payer
+        return unknown
 
     def add(rows: Any) -> None:
         for pk, code, currency, book_id, ancestor_ids in rows:
             payer = rating.Payer(
                 id=pk, code=code, currency=currency, book_id=book_id, ancestor_ids=tuple(ancestor_ids or ())
             )
-            found[pk] = payer
-            if memo is not None and memo.active:
-                known[pk] = payer
-                ids_by_code[code] = pk
+            # The payer before its code: a batch in another thread that finds the code finds it.
+            found[pk] = known[pk] = payer
+            ids_by_code[code] = pk
 
+    wanted_codes = {code for code in codes if code not in ids_by_code}
+    wanted_ids = remembered({ids_by_code[code] for code in set(codes) - wanted_codes} | set(ids))
     if wanted_codes or wanted_ids:
         add(Account.objects.filter(Q(code__in=wanted_codes) | Q(pk__in=wanted_ids)).values_list(*fields))
-    missing = {a for p in list(found.values()) for a in p.ancestor_ids} - set(found)
-    for pk in list(missing):
-        payer = known.get(pk)
-        if payer is not None:
-            found[pk] = payer
-            missing.discard(pk)
+    missing = remembered({a for p in list(found.values()) for a in p.ancestor_ids} - set(found))
     if missing:
         add(Account.objects.filter(pk__in=missing).values_list(*fields))
     return found
@@ -224,10 +216,7 @@ def _ingest(
             else:
                 priced.append(event)
                 continue
-        cascade = cascades.get(event.cascade_key)
-        problem = rating.price_problem(
-            event, cascade, rating.unpriced_classes(cascade) if cascade is not None else frozenset()
-        )
+        problem = rating.price_problem(event, cascades.get(event.cascade_key))
         assert problem is not None
         rejections.append(Rejection(event.index, event.request_id, "no_price", problem))
 

@@ -88,7 +88,6 @@ class Period:
 
 
 @functools.lru_cache(maxsize=4096)
-@functools.lru_cache(maxsize=4096)
 def period_of(kind: str, day: date) -> Period:
     months = 3 if kind == PeriodKind.QUARTER else 1
     first_month = (day.month - 1) // months * months + 1
@@ -723,9 +722,9 @@ def upstream_counterparty(account: Any) -> str:
 
 def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
     """Issue a draft: re-rate it, number it, mark its charges billed (its usage rows are billed by
-    the status), post it to
-    both books of the hop, and apply any credit balance. Issuing an issued invoice returns it; a
-    draft with nothing left to bill is refused (Conflict) and nothing is written."""
+    the status), post it to both books of the hop, and apply any credit balance. Issuing an issued
+    invoice returns it; a draft with nothing left to bill is refused (Conflict) and nothing is
+    written."""
     if now.tzinfo is None:
         raise ValidationFailed("now must carry a time zone")
     with transaction.atomic():

@@ -116,7 +116,8 @@ class RatingMemo:
     (once per batch) sees the change and the new revision together and starts a new memo. A memo
     is never emptied in place: a batch running in another thread of the worker keeps the one it
     started with (only adding to it), and nothing it adds reaches a memo of a later revision.
-    Status, limits and balances are never taken from here."""
+    Without a revision (its table missing) every batch gets a memo of its own, which remembers
+    nothing past the batch. Status, limits and balances are never taken from here."""
 
     MAX_ENTRIES = 200_000
 
@@ -126,11 +127,6 @@ class RatingMemo:
         self.payers: dict[int, Payer] = {}
         self.payer_ids_by_code: dict[str, int] = {}
         self.unpriced_positions: dict[CascadeKey, tuple[int, ...]] = {}
-
-    @property
-    def active(self) -> bool:
-        """Whether to read and add entries (no revision: the table is missing, remember nothing)."""
-        return self.revision is not None
 
 
 _memo = RatingMemo()
@@ -154,7 +150,7 @@ def rating_revision() -> int | None:
     return None if row is None else int(row[0])
 
 
-def cascades_load(keys: Iterable[CascadeKey], *, memo: RatingMemo | None = None) -> dict[CascadeKey, Any]:
+def cascades_load(keys: Iterable[CascadeKey], *, memo: RatingMemo) -> dict[CascadeKey, Any]:
     """The cascade of every distinct (account, model, day start) of the batch: the ones `memo`
     remembers, the others in one query. A key with no cascade (an unknown account or model) maps
     to nothing and is asked again next time."""
@@ -163,8 +159,6 @@ def cascades_load(keys: Iterable[CascadeKey], *, memo: RatingMemo | None = None)
     wanted = list(dict.fromkeys(keys))
     if not wanted:
         return {}
-    if memo is None or not memo.active:
-        return dict(cascade_prices_many(requests=wanted))
     known = memo.cascades
     found = {key: known[key] for key in wanted if key in known}
     if len(found) < len(wanted):
@@ -175,12 +169,12 @@ def cascades_load(keys: Iterable[CascadeKey], *, memo: RatingMemo | None = None)
 
 
 def unpriced_positions(
-    cascades: dict[CascadeKey, Any], *, memo: RatingMemo | None = None
+    cascades: dict[CascadeKey, Any], *, memo: RatingMemo
 ) -> dict[CascadeKey, tuple[int, ...]]:
     """Per cascade with a list price in force, the positions (in TOKEN_CLASSES) of the token classes
     it cannot price: an event of that cascade is priced when it has no tokens there. Cascades with
     no list price in force are absent (nothing of theirs is priced)."""
-    known = memo.unpriced_positions if memo is not None and memo.active else {}
+    known = memo.unpriced_positions
     out: dict[CascadeKey, tuple[int, ...]] = {}
     for key, cascade in cascades.items():
         positions = known.get(key)
@@ -193,11 +187,12 @@ def unpriced_positions(
     return out
 
 
-def price_problem(event: ParsedEvent, cascade: Any, unpriced: frozenset[str]) -> str | None:
+def price_problem(event: ParsedEvent, cascade: Any) -> str | None:
     """Why this event cannot be rated, or None: a class with tokens must be priced at every hop and
-    upstream, at the time the call happened. `unpriced` is `unpriced_classes(cascade)`."""
+    upstream, at the time the call happened."""
     if cascade is None or cascade.list_price_version_id is None:
         return f"no price for {event.model_code} at {_when(event)}"
+    unpriced = unpriced_classes(cascade)
     if unpriced:
         for token_class, tokens in zip(TOKEN_CLASSES, event.tokens, strict=True):
             if tokens and token_class in unpriced:
