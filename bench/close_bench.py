@@ -132,14 +132,12 @@ def raw_events_add(*, book: Any, per_account: int, models: list[tuple[int, str]]
 
     usage_partitions_ensure(months=[MONTH_START])
     with transaction.atomic(), connection.cursor() as cur:
-        cur.execute("SELECT COALESCE(max(key_id), 0) FROM settlement_usageevent")
-        (offset,) = cur.fetchone()
         cur.execute(
             """
             INSERT INTO settlement_usageevent
-                (key_id, account_id, request_id, model_id, model_code, input_tokens, cached_input_tokens,
+                (account_id, request_id, model_id, model_code, input_tokens, cached_input_tokens,
                  cache_write_tokens, output_tokens, occurred_at, received_at, batch_id, tags)
-            SELECT %s + row_number() OVER (), a.id, %s || '-' || a.id || '-' || e,
+            SELECT a.id, %s || '-' || a.id || '-' || e,
                    (%s::bigint[])[1 + e %% %s], (%s::text[])[1 + e %% %s],
                    1000 + e, 0, 0, 200 + e,
                    %s::timestamptz + (e * interval '1 second' * (2678399 / %s)),
@@ -148,7 +146,6 @@ def raw_events_add(*, book: Any, per_account: int, models: list[tuple[int, str]]
             WHERE a.book_id = %s
             """,
             [
-                offset,
                 tag,
                 [m[0] for m in models],
                 len(models),

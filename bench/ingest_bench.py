@@ -47,7 +47,7 @@ from usage_world import BATCH, Gateway, Server, log
 TARGET_RATIO = 0.35
 # The event table's columns, in order, for binary COPY.
 CEILING_TYPES = [
-    *("int8", "int8", "varchar", "int8", "varchar", "int8", "int8", "int8", "int8"),
+    *("int8", "varchar", "int8", "varchar", "int8", "int8", "int8", "int8"),
     *("timestamptz", "timestamptz", "int8", "jsonb"),
 ]
 
@@ -64,15 +64,12 @@ def ceiling_rows(
     model_ids = dict(ProviderModel.objects.values_list("code", "pk"))
     received = datetime.now(UTC)
     out: list[list[tuple[Any, ...]]] = []
-    key_id = 0
     for n, events in enumerate(batches):
         rows: list[tuple[Any, ...]] = []
         for e in events:
-            key_id += 1
             tags = e.get("tags")
             rows.append(
                 (
-                    key_id,
                     world.account_ids[e["account"]],
                     e["request_id"],
                     model_ids[e["model"]],

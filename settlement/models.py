@@ -25,8 +25,6 @@ class UsageBatch(models.Model):
     accepted = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
-    first_key_id = models.BigIntegerField(null=True, blank=True)
-    last_key_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -38,21 +36,19 @@ class UsageBatch(models.Model):
 
 class UsageKey(models.Model):
     """The idempotency key of an event. The event table is partitioned by month, so a unique index
-    there would have to include occurred_at; this plain table carries UNIQUE (account, request_id).
-    Whether a replay is a duplicate (same content) or a conflict (different content) is told by
-    comparing it with the event the key landed, found by (id, occurred_at)."""
+    there would have to include occurred_at; this plain table's primary key is (account, request_id)
+    and nothing else is indexed. Whether a replay is a duplicate (same content) or a conflict
+    (different content) is told by comparing it with the event the key landed, found by (account,
+    request_id, occurred_at)."""
 
+    # No surrogate id: it was a second index written per event that nothing looked anything up by.
+    pk = models.CompositePrimaryKey("account_id", "request_id")
     account_id = models.BigIntegerField()
     # Byte order ("C"): request ids are opaque, and the unique index compares them on every insert.
     request_id = models.CharField(max_length=200, db_collation="C")
     occurred_at = models.DateTimeField()
     # A plain id, not a foreign key: an FK would cost a referential check per landed event.
     batch_id = models.BigIntegerField(null=True, blank=True, help_text="The UsageBatch that landed it")
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["account_id", "request_id"], name="usage_key_unique_request")
-        ]
 
     def __str__(self) -> str:
         return f"{self.account_id}/{self.request_id}"
@@ -61,9 +57,10 @@ class UsageKey(models.Model):
 class UsageEvent(models.Model):
     """A metered call, as the gateway reported it. The table is created by raw SQL (migration 0002)
     as `PARTITION BY RANGE (occurred_at)` with one partition per calendar month (UTC); Django only
-    reads it. `key_id` is the event's UsageKey id."""
+    reads it. (account, request_id) is unique through the event's UsageKey; the table itself has
+    no primary key index (migration 0010), only (account, occurred_at)."""
 
-    key_id = models.BigIntegerField(primary_key=True)
+    pk = models.CompositePrimaryKey("account_id", "request_id")
     account_id = models.BigIntegerField()
     # Byte order ("C"): request ids are opaque, and the unique index compares them on every insert.
     request_id = models.CharField(max_length=200, db_collation="C")

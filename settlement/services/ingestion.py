@@ -1,11 +1,13 @@
 """Usage ingestion (§5): validate a batch, land its new events exactly once, rate them, and refresh
 the credit cache of every account it touched.
 
-Exactly-once: valid events are COPYed into a temporary staging table, then
-`INSERT INTO settlement_usagekey ... ON CONFLICT DO NOTHING RETURNING` learns which are new. The
-unique index on (account, request_id) serialises concurrent replays of one batch, so every event is
-counted once however many connections send it. Only new events reach the event table, the rollups,
-the upstream draw and the wallets; a replayed batch changes nothing.
+Exactly-once: the key table's primary key is (account, request_id). A batch of new events is
+COPYed straight into the key and event tables; if any key exists, that attempt is rolled back to
+its savepoint and the batch goes through a staging table, where
+`INSERT INTO settlement_usagekey ... ON CONFLICT DO NOTHING` learns which are new. The key index
+serialises concurrent replays of one batch, so every event is counted once however many connections
+send it. Only new events reach the event table, the rollups, the upstream draw and the wallets; a
+replayed batch changes nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from django.db import connection, transaction
+from psycopg import errors as psycopg_errors
+from psycopg import postgres
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from distributor.errors import ValidationFailed
 from settlement.models import UsageBatch
@@ -231,7 +238,7 @@ def _ingest(
         batch = UsageBatch.objects.create(
             received_at=received_at, caller_account_id=caller_account.pk if caller_account else None
         )
-        new, (first_key_id, last_key_id), duplicates, conflicts = _land(batch.pk, priced, received_at)
+        new, duplicates, conflicts = _land(batch.pk, priced, received_at)
         rejections.extend(conflicts)
         if new:
             payers.update(
@@ -243,14 +250,13 @@ def _ingest(
                     | {c.root_book_id for c in cascades.values() if c}
                 )
             )
-            batch.first_key_id, batch.last_key_id = first_key_id, last_key_id
             rated = rating.usage_rate(
                 events=new,
                 cascades=cascades,
                 payers=payers,
                 zones=zones,
                 received_at=received_at,
-                batch_key=f"{batch.first_key_id}-{batch.last_key_id}",
+                batch_key=str(batch.pk),
                 providers=_providers({c.provider_id for c in cascades.values() if c}),
             )
             touched = rated.touched_account_ids
@@ -261,7 +267,7 @@ def _ingest(
         result.rejections = [r.as_dict() for r in rejections]
         result.batch_id = batch.pk
         batch.accepted, batch.duplicates, batch.rejected = result.accepted, result.duplicates, result.rejected
-        batch.save(update_fields=["first_key_id", "last_key_id", "accepted", "duplicates", "rejected"])
+        batch.save(update_fields=["accepted", "duplicates", "rejected"])
 
     # The gateway's next authorize must see this batch: refresh before the caller answers (§6).
     if touched:
@@ -322,114 +328,208 @@ _STAGING_TYPES = [
     *("int4", "int8", "varchar", "int8", "varchar"),
     *("int8", "int8", "int8", "int8", "timestamptz", "text"),
 ]
+_KEY_COPY = (
+    "COPY settlement_usagekey (account_id, request_id, occurred_at, batch_id) FROM STDIN (FORMAT BINARY)"
+)
+_KEY_TYPES = ["int8", "varchar", "timestamptz", "int8"]
+_EVENT_COPY = (
+    "COPY settlement_usageevent (account_id, request_id, model_id, model_code, input_tokens,"
+    " cached_input_tokens, cache_write_tokens, output_tokens, occurred_at, received_at, batch_id, tags)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+_EVENT_TYPES = [
+    *("int8", "varchar", "int8", "varchar", "int8", "int8", "int8", "int8"),
+    *("timestamptz", "timestamptz", "int8", "jsonb"),
+]
+
+
+class _RawJsonb:
+    """Marks the cursor whose binary jsonb is JSON text already encoded (the validator's)."""
+
+
+class _JsonbFromText(Dumper):
+    """Binary jsonb from JSON text: the format's version byte, then the text as it is. psycopg's own
+    jsonb dumper would encode the text again, as a JSON string."""
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\x01" + obj.encode()
 
 
 def _land(
     batch_id: int, events: list[ParsedEvent], received_at: datetime
-) -> tuple[list[ParsedEvent], tuple[int | None, int | None], int, list[Rejection]]:
-    """COPY the events into staging, claim their keys, and append the new ones to the event table.
-    Returns (new events, (first, last) new key id, duplicates of earlier batches, conflicts)."""
+) -> tuple[list[ParsedEvent], int, list[Rejection]]:
+    """Claim the events' keys and append the new ones to the event table. Returns (new events,
+    duplicates of earlier batches, conflicts).
+
+    A batch of new events (the common case) is COPYed straight into the key table and the event
+    table, the raw ceiling's own path. If any key exists already (a replay, or a concurrent batch
+    sharing keys that committed first) the key table's primary key refuses the COPY; the attempt is
+    rolled back to its savepoint and the batch goes the careful way, through a staging table and
+    `ON CONFLICT DO NOTHING`."""
     if not events:
-        return [], (None, None), 0, []
-    by_index = {e.index: e for e in events}
+        return [], 0, []
+    # One order for every batch (the SQL path's too: "C" collation is code point order, as
+    # Python's), so two batches sharing keys queue on the key index instead of deadlocking.
+    ordered = sorted(events, key=_key_order)
     with connection.cursor() as cursor:
-        # The staging table lives for the session (no catalog churn per batch) and empties itself
-        # at commit; DELETE covers a caller that ingests twice inside one outer transaction (a
-        # TRUNCATE here cost a new file and catalog update per batch).
-        cursor.execute(_STAGING_DDL)
-        cursor.execute("DELETE FROM settlement_usage_staging")
-        raw_cursor = cursor.cursor  # the psycopg 3 cursor, for COPY
-        with raw_cursor.copy(
-            "COPY settlement_usage_staging (idx, account_id, request_id, model_id, model_code,"
-            " input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, occurred_at, tags)"
-            " FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            # Binary: psycopg packs ints and timestamps without formatting them as text first.
-            copy.set_types(_STAGING_TYPES)
-            write_row = copy.write_row
-            for e in events:
-                t = e.tokens
-                write_row(
-                    (
-                        e.index,
-                        e.account_id,
-                        e.request_id,
-                        e.model_id,
-                        e.model_code,
-                        t[0],
-                        t[1],
-                        t[2],
-                        t[3],
-                        e.occurred_at,
-                        e.tags_json,
+        if not _some_landed_before(cursor, ordered) and _land_new(
+            cursor.cursor, batch_id, ordered, received_at
+        ):
+            return events, 0, []
+        return _land_some(cursor, batch_id, ordered, received_at)
+
+
+def _some_landed_before(cursor: Any, events: list[ParsedEvent]) -> bool:
+    """Whether the first, middle or last key has landed already: a gateway's retry of a batch sent
+    before, which the COPY would only refuse after sending the keys."""
+    probes = {(e.account_id, e.request_id) for e in (events[0], events[len(events) // 2], events[-1])}
+    pairs = ", ".join(["(%s, %s)"] * len(probes))
+    cursor.execute(
+        f"SELECT EXISTS (SELECT 1 FROM settlement_usagekey WHERE (account_id, request_id) IN ({pairs}))",
+        [v for probe in probes for v in probe],
+    )
+    return bool(cursor.fetchone()[0])
+
+
+_key_order = attrgetter("account_id", "request_id")
+
+
+def _land_new(raw_cursor: Any, batch_id: int, events: list[ParsedEvent], received_at: datetime) -> bool:
+    """COPY every event and its key; False (and nothing written) if some key exists already."""
+    raw_cursor.adapters.register_dumper(_RawJsonb, _JsonbFromText)
+    try:
+        with transaction.atomic():
+            with raw_cursor.copy(_KEY_COPY) as copy:
+                copy.set_types(_KEY_TYPES)
+                write_row = copy.write_row
+                for e in events:
+                    write_row((e.account_id, e.request_id, e.occurred_at, batch_id))
+            with raw_cursor.copy(_EVENT_COPY) as copy:
+                copy.set_types(_EVENT_TYPES)
+                write_row = copy.write_row
+                for e in events:
+                    t = e.tokens
+                    write_row(
+                        (
+                            e.account_id,
+                            e.request_id,
+                            e.model_id,
+                            e.model_code,
+                            t[0],
+                            t[1],
+                            t[2],
+                            t[3],
+                            e.occurred_at,
+                            received_at,
+                            batch_id,
+                            e.tags_json,
+                        )
                     )
+    except (psycopg_errors.UniqueViolation, psycopg_errors.DeadlockDetected):
+        return False
+    return True
+
+
+def _land_some(
+    cursor: Any, batch_id: int, events: list[ParsedEvent], received_at: datetime
+) -> tuple[list[ParsedEvent], int, list[Rejection]]:
+    """The events through staging: keys claimed with ON CONFLICT DO NOTHING, claimed ones appended,
+    the others compared with the event their key landed (a duplicate, or a conflict)."""
+    by_index = {e.index: e for e in events}
+    # The staging table lives for the session (no catalog churn per batch) and empties itself at
+    # commit; DELETE covers a caller that ingests twice inside one outer transaction (a TRUNCATE
+    # here cost a new file and catalog update per batch).
+    cursor.execute(_STAGING_DDL)
+    cursor.execute("DELETE FROM settlement_usage_staging")
+    with cursor.cursor.copy(
+        "COPY settlement_usage_staging (idx, account_id, request_id, model_id, model_code,"
+        " input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, occurred_at, tags)"
+        " FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(_STAGING_TYPES)
+        write_row = copy.write_row
+        for e in events:
+            t = e.tokens
+            write_row(
+                (
+                    e.index,
+                    e.account_id,
+                    e.request_id,
+                    e.model_id,
+                    e.model_code,
+                    t[0],
+                    t[1],
+                    t[2],
+                    t[3],
+                    e.occurred_at,
+                    e.tags_json,
                 )
-        # Keys are claimed in (account, request_id) order so two batches sharing keys queue on the
-        # unique index instead of deadlocking; the claimed ones go straight on to the event table.
-        # Only counts come back: sending 10,000 (key, account, request) rows to Python and matching
-        # them to events cost more than the merge itself.
+            )
+    # Only counts come back: sending 10,000 rows to Python and matching them to events cost more
+    # than the merge itself.
+    cursor.execute(
+        """
+        WITH claimed AS (
+            INSERT INTO settlement_usagekey (account_id, request_id, occurred_at, batch_id)
+            SELECT account_id, request_id, occurred_at, %s
+            FROM settlement_usage_staging
+            ORDER BY account_id, request_id
+            ON CONFLICT (account_id, request_id) DO NOTHING
+            RETURNING account_id, request_id
+        ), landed AS (
+            INSERT INTO settlement_usageevent
+                (account_id, request_id, model_id, model_code, input_tokens, cached_input_tokens,
+                 cache_write_tokens, output_tokens, occurred_at, received_at, batch_id, tags)
+            SELECT s.account_id, s.request_id, s.model_id, s.model_code, s.input_tokens,
+                   s.cached_input_tokens, s.cache_write_tokens, s.output_tokens, s.occurred_at, %s,
+                   %s, s.tags::jsonb
+            FROM claimed c
+            JOIN settlement_usage_staging s
+              ON s.account_id = c.account_id AND s.request_id = c.request_id
+            RETURNING 1
+        )
+        SELECT count(*) FROM landed
+        """,
+        [batch_id, received_at, batch_id],
+    )
+    (landed,) = cursor.fetchone()
+    if landed == len(events):
+        return events, 0, []
+    # Some keys existed before this batch: the event they landed is compared with this one (what
+    # same_content compares); a difference is a conflict, none a duplicate. Conflicts are rare, so
+    # only their indexes travel.
+    cursor.execute(
+        """
+        SELECT s.idx
+        FROM settlement_usage_staging s
+        JOIN settlement_usagekey k ON k.account_id = s.account_id AND k.request_id = s.request_id
+        JOIN settlement_usageevent e
+          ON e.account_id = k.account_id AND e.occurred_at = k.occurred_at AND e.request_id = k.request_id
+        WHERE k.batch_id IS DISTINCT FROM %s
+          AND ((e.model_code, e.input_tokens, e.cached_input_tokens, e.cache_write_tokens,
+                e.output_tokens, e.occurred_at)
+               IS DISTINCT FROM (s.model_code, s.input_tokens, s.cached_input_tokens,
+                                 s.cache_write_tokens, s.output_tokens, s.occurred_at)
+               OR e.tags IS DISTINCT FROM s.tags::jsonb)
+        ORDER BY s.idx
+        """,
+        [batch_id],
+    )
+    conflicts = [_conflict(by_index[idx]) for (idx,) in cursor.fetchall()]
+    duplicates = len(events) - landed - len(conflicts)
+    new_events: list[ParsedEvent] = []
+    if landed:
         cursor.execute(
             """
-            WITH claimed AS (
-                INSERT INTO settlement_usagekey (account_id, request_id, occurred_at, batch_id)
-                SELECT account_id, request_id, occurred_at, %s
-                FROM settlement_usage_staging
-                ORDER BY account_id, request_id
-                ON CONFLICT (account_id, request_id) DO NOTHING
-                RETURNING id, account_id, request_id
-            ), landed AS (
-                INSERT INTO settlement_usageevent
-                    (key_id, account_id, request_id, model_id, model_code, input_tokens,
-                     cached_input_tokens, cache_write_tokens, output_tokens, occurred_at, received_at,
-                     batch_id, tags)
-                SELECT c.id, s.account_id, s.request_id, s.model_id, s.model_code, s.input_tokens,
-                       s.cached_input_tokens, s.cache_write_tokens, s.output_tokens, s.occurred_at, %s,
-                       %s, s.tags::jsonb
-                FROM claimed c
-                JOIN settlement_usage_staging s
-                  ON s.account_id = c.account_id AND s.request_id = c.request_id
-                RETURNING key_id
-            )
-            SELECT count(*), min(key_id), max(key_id) FROM landed
+            SELECT s.idx
+            FROM settlement_usage_staging s
+            JOIN settlement_usagekey k ON k.account_id = s.account_id AND k.request_id = s.request_id
+            WHERE k.batch_id = %s
             """,
-            [batch_id, received_at, batch_id],
+            [batch_id],
         )
-        landed, first_key_id, last_key_id = cursor.fetchone()
-        duplicates = 0
-        conflicts: list[Rejection] = []
-        new_events = events
-        if landed < len(events):
-            # Some keys existed before this batch: the event they landed is compared with this one
-            # (what same_content compares); a difference is a conflict, none a duplicate. Conflicts
-            # are rare, so only their indexes travel.
-            cursor.execute(
-                """
-                SELECT s.idx
-                FROM settlement_usage_staging s
-                JOIN settlement_usagekey k ON k.account_id = s.account_id AND k.request_id = s.request_id
-                JOIN settlement_usageevent e ON e.key_id = k.id AND e.occurred_at = k.occurred_at
-                WHERE k.batch_id IS DISTINCT FROM %s
-                  AND ((e.model_code, e.input_tokens, e.cached_input_tokens, e.cache_write_tokens,
-                        e.output_tokens, e.occurred_at)
-                       IS DISTINCT FROM (s.model_code, s.input_tokens, s.cached_input_tokens,
-                                         s.cache_write_tokens, s.output_tokens, s.occurred_at)
-                       OR e.tags IS DISTINCT FROM s.tags::jsonb)
-                ORDER BY s.idx
-                """,
-                [batch_id],
-            )
-            conflicts = [_conflict(by_index[idx]) for (idx,) in cursor.fetchall()]
-            duplicates = len(events) - landed - len(conflicts)
-            new_events = []
-            if landed:
-                cursor.execute(
-                    """
-                    SELECT s.idx
-                    FROM settlement_usage_staging s
-                    JOIN settlement_usagekey k ON k.account_id = s.account_id AND k.request_id = s.request_id
-                    WHERE k.batch_id = %s
-                    """,
-                    [batch_id],
-                )
-                new_events = [by_index[idx] for (idx,) in cursor.fetchall()]
-    return new_events, (first_key_id, last_key_id), duplicates, conflicts
+        new_events = [by_index[idx] for (idx,) in cursor.fetchall()]
+    return new_events, duplicates, conflicts

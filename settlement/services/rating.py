@@ -410,7 +410,7 @@ def _upstream_draw_and_upsert(
     for book_id in sorted({key[0] for key, _ in ordered}):
         keys = [key for key, up in ordered if key[0] == book_id and up.list_charge > 0]
         # One draw per provider, model and day of the batch, all in one call per root book; the key
-        # names the batch's new key ids, so a retried batch draws nothing twice.
+        # names the batch, so a retried call of the same batch draws nothing twice.
         drawn = upstream_cost_draw_many(
             book=books[book_id],
             requests=[
