@@ -165,7 +165,11 @@ def _ingest(
     allowed = {code: p for code, p in by_code.items() if _in_scope(p, caller_account, service)}
     models = _models_by_code({e.model_code for e in parsed})
 
-    # Resolve accounts and models, then drop in-batch repeats (same key twice in one batch).
+    # Resolve accounts and models, drop in-batch repeats (same key twice in one batch), and name
+    # each event's (account, model, day start): its cascade of prices.
+    zones = rating.book_zones({p.book_id for p in allowed.values()})
+    account_zones = {p.id: zones[p.book_id] for p in allowed.values()}
+    day_start = rating.DayStarts()
     resolved: list[ParsedEvent] = []
     seen: dict[tuple[int, str], ParsedEvent] = {}
     in_batch_duplicates = 0
@@ -197,33 +201,37 @@ def _ingest(
                 rejections.append(_conflict(event))
             continue
         seen[key] = event
+        event.cascade_key = (payer.id, event.model_code, day_start(event.occurred_at, account_zones[payer.id]))
         resolved.append(event)
 
-    # Price every (account, model, day) once; an event with an unpriced class is refused.
-    zones = rating.book_zones({p.book_id for p in allowed.values()})
-    account_zones = {p.id: zones[p.book_id] for p in allowed.values()}
-    day_start = rating.DayStarts()
-    for event in resolved:
-        event.cascade_key = (
-            event.account_id,
-            event.model_code,
-            day_start(event.occurred_at, account_zones[event.account_id]),
-        )
+    # Price every (account, model, day) once; an event with an unpriced class is refused. The
+    # priced ones' tokens are summed per cascade on the way, which is all rating needs of them
+    # when every one of them lands (the common batch) and the tree keeps one time zone.
     cascades = rating.cascades_load((e.cascade_key for e in resolved if e.cascade_key is not None), memo=memo)
     blocked = rating.unpriced_positions(cascades, memo=memo)
     priced: list[ParsedEvent] = []
+    sums: dict[rating.CascadeKey, list[int]] = {}
     for event in resolved:
-        assert event.cascade_key is not None
-        positions = blocked.get(event.cascade_key)
+        cascade_key = event.cascade_key
+        assert cascade_key is not None
+        positions = blocked.get(cascade_key)
         if positions is not None:
-            tokens = event.tokens
+            t = event.tokens
             for i in positions:
-                if tokens[i]:
+                if t[i]:
                     break
             else:
                 priced.append(event)
+                summed = sums.get(cascade_key)
+                if summed is None:
+                    sums[cascade_key] = [t[0], t[1], t[2], t[3]]
+                else:
+                    summed[0] += t[0]
+                    summed[1] += t[1]
+                    summed[2] += t[2]
+                    summed[3] += t[3]
                 continue
-        problem = rating.price_problem(event, cascades.get(event.cascade_key))
+        problem = rating.price_problem(event, cascades.get(cascade_key))
         assert problem is not None
         rejections.append(Rejection(event.index, event.request_id, "no_price", problem))
 
@@ -257,6 +265,8 @@ def _ingest(
                 zones=zones,
                 received_at=received_at,
                 batch_key=str(batch.pk),
+                # _land hands back the very list it was given when every event landed.
+                tokens_by_cascade=sums if new is priced else None,
                 providers=_providers({c.provider_id for c in cascades.values() if c}),
             )
             touched = rated.touched_account_ids

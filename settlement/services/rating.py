@@ -241,9 +241,12 @@ def usage_rate(
     received_at: datetime,
     batch_key: str,
     providers: dict[int, tuple[str, str]],
+    tokens_by_cascade: dict[CascadeKey, list[int]] | None = None,
 ) -> RatingOutcome:
     """Rate the batch's new events into the rollups, draw the upstream cost and the prepaid
-    wallets. Runs inside the ingestion transaction: a failure leaves no trace."""
+    wallets. Runs inside the ingestion transaction: a failure leaves no trace. `tokens_by_cascade`,
+    if given, is the events' tokens per class summed per cascade key (ingestion sums them while
+    checking prices), so the events need not be walked again."""
     outcome = RatingOutcome()
     if not events:
         return outcome
@@ -255,19 +258,8 @@ def usage_rate(
     if len(zone_list) == 1:
         # One zone for every book of the tree (own books take the root's zone): the cascade key's
         # day start is already the event's day, so events group by cascade key alone, with no
-        # per-event time zone conversion (this loop runs once per event).
-        by_key: dict[tuple[int, str, datetime], list[int]] = {}
-        for event in events:
-            assert event.cascade_key is not None
-            sums = by_key.get(event.cascade_key)
-            t = event.tokens
-            if sums is None:
-                by_key[event.cascade_key] = [t[0], t[1], t[2], t[3]]
-            else:
-                sums[0] += t[0]
-                sums[1] += t[1]
-                sums[2] += t[2]
-                sums[3] += t[3]
+        # per-event time zone conversion (and ingestion has usually summed them already).
+        by_key = tokens_by_cascade if tokens_by_cascade is not None else _tokens_by_cascade(events)
         groups = {(key, (key[2].date(),)): sums for key, sums in by_key.items()}
     else:
         for event in events:
@@ -324,6 +316,22 @@ def usage_rate(
     outcome.upstream_rows = _upstream_draw_and_upsert(upstream, providers, received_at, batch_key)
     outcome.drawdowns = _drawdowns_post(drawdowns, payers, received_at, batch_key)
     return outcome
+
+
+def _tokens_by_cascade(events: list[ParsedEvent]) -> dict[CascadeKey, list[int]]:
+    by_key: dict[CascadeKey, list[int]] = {}
+    for event in events:
+        assert event.cascade_key is not None
+        sums = by_key.get(event.cascade_key)
+        t = event.tokens
+        if sums is None:
+            by_key[event.cascade_key] = [t[0], t[1], t[2], t[3]]
+        else:
+            sums[0] += t[0]
+            sums[1] += t[1]
+            sums[2] += t[2]
+            sums[3] += t[3]
+    return by_key
 
 
 def _rollups_upsert(lines: dict[tuple[int, int, date, str, Decimal, bool], _Line]) -> int:
