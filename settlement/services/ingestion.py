@@ -201,7 +201,11 @@ def _ingest(
                 rejections.append(_conflict(event))
             continue
         seen[key] = event
-        event.cascade_key = (payer.id, event.model_code, day_start(event.occurred_at, account_zones[payer.id]))
+        event.cascade_key = (
+            payer.id,
+            event.model_code,
+            day_start(event.occurred_at, account_zones[payer.id]),
+        )
         resolved.append(event)
 
     # Price every (account, model, day) once; an event with an unpriced class is refused. The
