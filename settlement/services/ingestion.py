@@ -512,25 +512,27 @@ def _land_some(
     (landed,) = cursor.fetchone()
     if landed == len(events):
         return events, 0, []
-    # Some keys existed before this batch: the event they landed is compared with this one (what
-    # same_content compares); a difference is a conflict, none a duplicate. Conflicts are rare, so
-    # only their indexes travel.
+    # Some keys existed before this batch. An event is a duplicate when the event table holds one
+    # just like it (what same_content compares), a conflict when not: its key landed an event that
+    # differs, in content or in occurred_at. (The events this batch landed find themselves.) The
+    # lookup is a subquery per staged event, which PostgreSQL runs as one probe of the (account,
+    # occurred_at) index each: written as a join it would hash the whole month's partition.
     cursor.execute(
         """
         SELECT s.idx
         FROM settlement_usage_staging s
-        JOIN settlement_usagekey k ON k.account_id = s.account_id AND k.request_id = s.request_id
-        JOIN settlement_usageevent e
-          ON e.account_id = k.account_id AND e.occurred_at = k.occurred_at AND e.request_id = k.request_id
-        WHERE k.batch_id IS DISTINCT FROM %s
-          AND ((e.model_code, e.input_tokens, e.cached_input_tokens, e.cache_write_tokens,
-                e.output_tokens, e.occurred_at)
-               IS DISTINCT FROM (s.model_code, s.input_tokens, s.cached_input_tokens,
-                                 s.cache_write_tokens, s.output_tokens, s.occurred_at)
-               OR e.tags IS DISTINCT FROM s.tags::jsonb)
+        WHERE (
+            SELECT true
+            FROM settlement_usageevent e
+            WHERE e.account_id = s.account_id AND e.occurred_at = s.occurred_at
+              AND e.request_id = s.request_id AND e.model_code = s.model_code
+              AND e.input_tokens = s.input_tokens AND e.cached_input_tokens = s.cached_input_tokens
+              AND e.cache_write_tokens = s.cache_write_tokens AND e.output_tokens = s.output_tokens
+              AND e.tags IS NOT DISTINCT FROM s.tags::jsonb
+            LIMIT 1
+        ) IS NULL
         ORDER BY s.idx
-        """,
-        [batch_id],
+        """
     )
     conflicts = [_conflict(by_index[idx]) for (idx,) in cursor.fetchall()]
     duplicates = len(events) - landed - len(conflicts)
@@ -540,8 +542,11 @@ def _land_some(
             """
             SELECT s.idx
             FROM settlement_usage_staging s
-            JOIN settlement_usagekey k ON k.account_id = s.account_id AND k.request_id = s.request_id
-            WHERE k.batch_id = %s
+            WHERE (
+                SELECT k.batch_id
+                FROM settlement_usagekey k
+                WHERE k.account_id = s.account_id AND k.request_id = s.request_id
+            ) = %s
             """,
             [batch_id],
         )
