@@ -1,10 +1,10 @@
-"""A usage batch killed half-way, and batches that share keys in opposite orders (§5, issue 4).
-
-New events are COPYed straight into the key and event tables (settlement.services.ingestion); a key
-that exists sends the batch through staging instead. These tests hold that path to the same
-promise as the careful one: a process SIGKILLed after its batch was landed and rated, but before the
-commit, leaves nothing behind and its replay lands the batch whole; two batches sharing keys in
-opposite orders count each event once, with no deadlock victim.
+"""How a batch lands (§5, issue 4): new events are COPYed straight into the key and event tables
+(settlement.services.ingestion); a key that exists already sends the batch through staging instead,
+found either by a probe of a few of its keys or by the key index refusing the COPY. These tests hold
+both ways to one promise: a key the probe misses still makes a duplicate or a conflict, never a
+second event; a process SIGKILLed after its batch was landed and rated, but before the commit,
+leaves nothing behind and its replay lands the batch whole; two batches sharing keys in opposite
+orders count each event once.
 """
 
 from __future__ import annotations
@@ -62,6 +62,32 @@ def truncate_events() -> None:
     with connection.cursor() as cursor:
         # The event table is not Django-managed, so the test flush leaves it: empty it here.
         cursor.execute("TRUNCATE settlement_usageevent")
+
+
+@pytest.mark.django_db
+def test_a_landed_key_the_probe_misses_is_still_a_duplicate_or_a_conflict() -> None:
+    world = world_build()
+    usage_ingest(
+        events=[
+            UsageEventFactory(request_id="x-03", input_tokens=1_000_000),
+            UsageEventFactory(request_id="x-08", input_tokens=5),
+        ],
+        service=True,
+        received_at=RECEIVED,
+    )
+    # Twelve keys: the probe looks at x-00, x-06 and x-11, all new, so the COPY is tried and the key
+    # index refuses it at x-03; staging then finds x-03 the same (a duplicate) and x-08 different (a
+    # conflict).
+    batch = [UsageEventFactory(request_id=f"x-{i:02d}", input_tokens=1_000_000) for i in range(12)]
+    result = usage_ingest(events=batch, service=True, received_at=RECEIVED)
+    assert (result.accepted, result.duplicates, result.rejected) == (10, 1, 1)
+    assert [(r["index"], r["request_id"], r["code"]) for r in result.rejections] == [(8, "x-08", "conflict")]
+    assert UsageKey.objects.count() == 12
+    assert UsageEvent.objects.count() == 12
+    # acme's input: x-03 once and the ten new ones, 11 x 1,000,000 tokens, plus x-08's 5 tokens
+    # from the first batch: 11,000,005 tokens at 0.30 per 1M = 3.3000015.
+    line = UsageRollup.objects.get(payer_account_id=world.acme.pk, token_class="input")
+    assert (line.tokens, line.amount) == (11_000_005, Decimal("3.3000015"))
 
 
 @pytest.mark.django_db(transaction=True)
