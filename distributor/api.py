@@ -1,4 +1,4 @@
-"""The REST API's shared parts: the error handler and API-key authentication.
+"""The REST API's shared parts: the error handler, the JSON parser and API-key authentication.
 
 Every error a client can cause leaves as a JSON body of one shape:
 `{"error": {"code": ..., "message": ..., "details": {...}}}` with a 4xx status.
@@ -15,6 +15,7 @@ from django.db import DataError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.parsers import JSONParser as DrfJSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -62,6 +63,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         else:
             response.data = error_body(str(codes), str(detail))
     return response
+
+
+class JSONParser(DrfJSONParser):
+    """DRF's JSON parser, with a body nested deeper than the standard library's parser recurses (a
+    thousand levels of `[[[`) refused as malformed instead of escaping as a RecursionError."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise exceptions.ParseError("JSON parse error - the body nests too deeply") from exc
 
 
 class ApiKeyAuthentication(BaseAuthentication):

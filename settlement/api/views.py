@@ -166,6 +166,9 @@ def _batch_body(raw: bytes) -> Any:
         return json.loads(raw, parse_constant=NonFinite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationFailed("the body is not valid JSON", details={"error": str(exc)}) from exc
+    except RecursionError as exc:
+        # Valid JSON, but nested deeper than any event (or its 4 KB of tags) can be.
+        raise ValidationFailed("the body nests too deeply") from exc
 
 
 @dataclass(frozen=True, slots=True)

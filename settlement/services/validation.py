@@ -91,6 +91,13 @@ def events_parse(
                 and account
                 and type(model) is str
                 and model
+                # ASCII without NUL: storable as it is (anything else is judged by event_parse).
+                and request_id.isascii()
+                and "\x00" not in request_id
+                and account.isascii()
+                and "\x00" not in account
+                and model.isascii()
+                and "\x00" not in model
                 and type(t0) is int
                 and type(t1) is int
                 and type(t2) is int
@@ -116,7 +123,12 @@ def events_parse(
                         continue
                     if type(tags) is dict:
                         text = tags_text(tags)
-                        if text is not None and len(text) <= small_tags:
+                        if (
+                            text is not None
+                            and len(text) <= small_tags
+                            and "\\u0000" not in text
+                            and (text.isascii() or _storable(text))
+                        ):
                             append(
                                 ParsedEvent(
                                     index, request_id, account, model, (t0, t1, t2, t3), occurred_at, text
@@ -145,6 +157,10 @@ def event_parse(
     request_id = get("request_id")
     if type(request_id) is not str or not 1 <= len(request_id) <= 200:
         return Rejection(index, None, "invalid", "request_id must be a string of 1 to 200 characters")
+    if not _storable(request_id):
+        return Rejection(
+            index, None, "invalid", "request_id must not contain NUL characters or unpaired surrogates"
+        )
 
     if not KNOWN_FIELDS.issuperset(raw):
         return Rejection(
@@ -152,13 +168,13 @@ def event_parse(
         )
 
     account = get("account", default_account)
-    if type(account) is not str or not account:
+    if type(account) is not str or not account or not _storable(account):
         if account is None:
             return Rejection(index, request_id, "invalid", "account is required with a service key")
         return Rejection(index, request_id, "invalid", "account must be an account code")
 
     model = get("model")
-    if type(model) is not str or not model:
+    if type(model) is not str or not model or not _storable(model):
         return Rejection(index, request_id, "invalid", "model must be a model code")
 
     tokens = (
@@ -204,6 +220,10 @@ def event_parse(
         tags_json = tags_text(tags)
         if tags_json is None:
             return Rejection(index, request_id, "invalid", "tags must hold JSON values (not NaN or Infinity)")
+        if ("\\u0000" in tags_json and _holds_nul(tags)) or not _storable(tags_json):
+            return Rejection(
+                index, request_id, "invalid", "tags must not contain NUL characters or unpaired surrogates"
+            )
         if len(tags_json) > MAX_TAGS_BYTES // 4 and len(tags_json.encode()) > MAX_TAGS_BYTES:
             return Rejection(index, request_id, "invalid", f"tags must be at most {MAX_TAGS_BYTES} bytes")
 
@@ -211,6 +231,40 @@ def event_parse(
 
 
 _STAMP_REASON = "occurred_at must be an ISO 8601 timestamp with a time zone"
+
+
+def _storable(text: str) -> bool:
+    """Whether PostgreSQL can store this text. JSON can carry a NUL character or half of a surrogate
+    pair as an escape, and neither survives the trip: text columns refuse NUL, and UTF-8 has no
+    surrogates. (In tags' JSON text a NUL is the escape itself: see _holds_nul.)"""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a NUL character is in any string of these tags, keys included (jsonb refuses it).
+    A loop, not recursion: tags may nest deeper than Python's recursion limit."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is str:
+            if "\x00" in item:
+                return True
+        elif type(item) is dict:
+            pending.extend(item)
+            pending.extend(item.values())
+        elif type(item) is list:
+            pending.extend(item)
+    return False
+
+
 # One encoder for every event's tags (json.dumps builds a new one per call with these options).
 _tags_dumps = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False

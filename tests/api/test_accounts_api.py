@@ -104,6 +104,14 @@ def test_bad_input_is_400_with_the_error_body_and_changes_nothing(aw: ApiWorld) 
         response = beta.post("/api/v1/accounts", body, format="json")
         assert response.status_code == 400, body
         assert error_of(response)["code"] == "validation_failed"
+    # JSON nested past the parser's recursion: malformed input, not a server error.
+    deep = beta.post("/api/v1/accounts", "[" * 5000 + "]" * 5000, content_type="application/json")
+    assert deep.status_code == 400
+    assert error_of(deep) == {
+        "code": "parse_error",
+        "message": "JSON parse error - the body nests too deeply",
+        "details": {},
+    }
     assert beta.patch("/api/v1/accounts/acme", {"terms": "weekly"}, format="json").status_code == 400
     assert beta.patch("/api/v1/accounts/acme", {"status": "closed"}, format="json").status_code == 400
     for body in (

@@ -152,6 +152,9 @@ def test_an_accounts_key_posts_its_usage(acme_key: str) -> None:
         ("[1, 2]", 'the body must be a JSON object like {"events": [...]}'),
         ({"events": {"a": 1}}, "events must be a list"),
         ({"events": [{}] * 10_001}, "a batch holds at most 10000 events, got 10001"),
+        # Valid JSON nested past what either parser follows (orjson stops at 1024 levels, the
+        # standard library at its recursion limit).
+        ('{"events": [' + "[" * 5000 + "]" * 5000 + "]}", "the body nests too deeply"),
     ],
 )
 def test_a_malformed_body_is_a_400_that_writes_nothing(acme_key: str, body: Any, message: str) -> None:
@@ -185,6 +188,55 @@ def test_numbers_json_allows_but_orjson_refuses_reject_only_their_event(acme_key
     ]
     assert response.json()["accepted"] == 2
     assert UsageEvent.objects.get(request_id="h-tag-big").tags == {"b": [1.5], "big": 2**70}
+
+
+def test_nul_characters_and_unpaired_surrogates_reject_only_their_event(acme_key: str) -> None:
+    """JSON can escape what PostgreSQL cannot store: a NUL character (text and jsonb refuse it) and
+    half of a surrogate pair (not UTF-8). Each such event is refused on its own, whichever parser
+    read the body (orjson refuses lone surrogates, so the second body goes to the standard library);
+    a literal backslash-u0000 and non-ASCII text are fine."""
+    event = (
+        '{{"request_id": {rid}, "account": "acme", "model": "minimax-m2.5", "input_tokens": 10,'
+        ' "occurred_at": "2026-10-15T10:00:00Z"{tags}}}'
+    )
+
+    def body(*events: tuple[str, str]) -> str:
+        return '{"events": [' + ", ".join(event.format(rid=r, tags=t) for r, t in events) + "]}"
+
+    with_nul = body(
+        ('"z-ok"', ""),
+        ('"z-\\u0000"', ""),
+        ('"z-1"', ', "tags": {"p": "x\\u0000"}'),
+        ('"z-2"', ', "tags": {"p\\u0000": 1}'),
+        ('"z-3"', ', "tags": {"p": "\\\\u0000 is six characters"}'),
+        ('"z-\\u8bf7\\u6c42"', ', "tags": {"\\u9879\\u76ee": "\\u6d4b\\u8bd5"}'),
+    )
+    response = post_batch(api(acme_key), with_nul)
+    assert response.status_code == 200
+    nul_reason = "must not contain NUL characters or unpaired surrogates"
+    assert [(r["index"], r["request_id"], r["reason"]) for r in response.json()["rejections"]] == [
+        (1, None, f"request_id {nul_reason}"),
+        (2, "z-1", f"tags {nul_reason}"),
+        (3, "z-2", f"tags {nul_reason}"),
+    ]
+    assert response.json()["accepted"] == 3
+    assert UsageEvent.objects.get(request_id="z-3").tags == {"p": "\\u0000 is six characters"}
+    assert UsageEvent.objects.get(request_id="z-请求").tags == {"项目": "测试"}
+
+    with_surrogates = body(
+        ('"s-ok"', ""),
+        ('"s-\\ud800"', ""),
+        ('"s-1"', ', "tags": {"p": ["\\udfff"]}'),
+        ('"s-2"', ', "tags": {"p": "\\ud83d\\ude00"}'),
+    )
+    response = post_batch(api(acme_key), with_surrogates)
+    assert response.status_code == 200
+    assert [(r["index"], r["request_id"], r["reason"]) for r in response.json()["rejections"]] == [
+        (1, None, f"request_id {nul_reason}"),
+        (2, "s-1", f"tags {nul_reason}"),
+    ]
+    assert response.json()["accepted"] == 2
+    assert UsageEvent.objects.get(request_id="s-2").tags == {"p": "\U0001f600"}
 
 
 def test_authorization_is_scoped_to_the_callers_subtree(beta_key: str, world: World) -> None:

@@ -71,6 +71,26 @@ def test_an_accounts_own_key_defaults_the_account() -> None:
         ),
         (good(tags=["a"]), "invalid", "tags must be an object"),
         (good(input_token=5), "invalid", "unknown field 'input_token'"),
+        # What JSON can escape but PostgreSQL cannot store: NUL, and half of a surrogate pair.
+        (
+            good(request_id="a\x00b"),
+            "invalid",
+            "request_id must not contain NUL characters or unpaired surrogates",
+        ),
+        (
+            good(request_id="a\ud800"),
+            "invalid",
+            "request_id must not contain NUL characters or unpaired surrogates",
+        ),
+        (good(account="ac\x00me"), "invalid", "account must be an account code"),
+        (good(model="glm\udfff"), "invalid", "model must be a model code"),
+        (good(tags={"p": "x\x00"}), "invalid", "tags must not contain NUL characters or unpaired surrogates"),
+        (good(tags={"p\x00": 1}), "invalid", "tags must not contain NUL characters or unpaired surrogates"),
+        (
+            good(tags={"p": [["\ud800"]]}),
+            "invalid",
+            "tags must not contain NUL characters or unpaired surrogates",
+        ),
     ],
 )
 def test_each_refusal_names_what_to_fix(raw: object, code: str, reason: str) -> None:
@@ -142,6 +162,16 @@ _EDGES = [
     *("acme", "glm-5", "2026-10-15T17:59:00+08:00", "2026-10-15T10:05:00.001Z", "2026-10-15T10:05:00Z"),
     *("2026-10-15T10:04:59.999999Z", "2026-10-15T09:59:00", "yesterday", [1], {}, {"a": 1}),
     *({"big": "x" * 1100}, {"wide": "é" * 700}, {"wider": "é" * 2100}, {"n": 2**70}, {"ok": "x" * 1000}),
+    *(
+        "a\x00",
+        "\ud800",
+        "é-1",
+        {"k": "a\x00"},
+        {"k\x00": 1},
+        {"k": "\udfff"},
+        {"k": "\\u0000"},
+        {"项目": "测试"},
+    ),
 ]
 _events = st.one_of(
     st.fixed_dictionaries(
