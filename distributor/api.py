@@ -1,4 +1,5 @@
-"""The REST API's shared parts: the error handler, the JSON parser and API-key authentication.
+"""The REST API's shared parts: the error handler, the JSON parser and renderer, and API-key
+authentication.
 
 Every error a client can cause leaves as a JSON body of one shape:
 `{"error": {"code": ..., "message": ..., "details": {...}}}` with a 4xx status.
@@ -16,6 +17,7 @@ from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.parsers import JSONParser as DrfJSONParser
+from rest_framework.renderers import JSONRenderer as DrfJSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -74,6 +76,24 @@ class JSONParser(DrfJSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError as exc:
             raise exceptions.ParseError("JSON parse error - the body nests too deeply") from exc
+
+
+class JSONRenderer(DrfJSONRenderer):
+    """DRF's JSON renderer (UTF-8), which writes `\\uXXXX` escapes instead when the data holds
+    text UTF-8 cannot encode: an unpaired surrogate a client sent, echoed back in an error message
+    ("\\ud800" is not a valid choice), failed the response with a UnicodeEncodeError."""
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        try:
+            return super().render(data, accepted_media_type, renderer_context)
+        except UnicodeEncodeError:
+            return _AsciiJSONRenderer().render(data, accepted_media_type, renderer_context)
+
+
+class _AsciiJSONRenderer(DrfJSONRenderer):
+    ensure_ascii = True
 
 
 class ApiKeyAuthentication(BaseAuthentication):

@@ -182,6 +182,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "distributor.api.exception_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": ["distributor.api.ApiKeyAuthentication"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "distributor.api.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_PARSER_CLASSES": [
         "distributor.api.JSONParser",
         "rest_framework.parsers.FormParser",

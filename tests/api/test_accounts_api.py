@@ -112,6 +112,12 @@ def test_bad_input_is_400_with_the_error_body_and_changes_nothing(aw: ApiWorld) 
         "message": "JSON parse error - the body nests too deeply",
         "details": {},
     }
+    # Half of a surrogate pair (JSON can escape it, UTF-8 cannot carry it), echoed back in the
+    # error: the body escapes it instead of failing the response.
+    lone = beta.post("/api/v1/accounts", '{"code": "x", "kind": "\\ud800"}', content_type="application/json")
+    assert lone.status_code == 400
+    assert b"\\ud800" in lone.content
+    assert error_of(lone)["details"]["kind"] == ['"\ud800" is not a valid choice.']
     assert beta.patch("/api/v1/accounts/acme", {"terms": "weekly"}, format="json").status_code == 400
     assert beta.patch("/api/v1/accounts/acme", {"status": "closed"}, format="json").status_code == 400
     for body in (

@@ -2,9 +2,11 @@
 
 Creates a throwaway database next to DATABASE_URL's, migrates and seeds it (tests/fuzz/seed.py),
 starts gunicorn on a free port, runs `schemathesis run` with the checks not_a_server_error and
-response_schema_conformance as beta's key, counts the requests the server answered from its access
-log, then stops the server and drops the database. Exits non-zero on any failure, any 5xx in the
-log, or fewer than FUZZ_MIN_REQUESTS requests.
+response_schema_conformance as beta's key, then the hand-made hostile input of tests/fuzz/nasty.py
+(NUL characters, unpaired surrogates, deep nesting, ... in every parameter and field), counts the
+requests the server answered from its access log, then stops the server and drops the database.
+Exits non-zero on any failure, any 5xx in the log, a dropped connection, or fewer than
+FUZZ_MIN_REQUESTS requests.
 
 The server runs without REDIS_URL: an in-process cache and eager Celery, so the run needs nothing
 but PostgreSQL and touches no shared Redis database.
@@ -140,6 +142,19 @@ def main() -> int:
             env=env,
         )
         elapsed = time.monotonic() - started
+        sys.path.insert(0, str(ROOT))  # run as a script: tests/ is not on the path
+        from tests.fuzz.nasty import nasty_run
+
+        # A key of its own: schemathesis's stateful phase may have revoked the seeded one.
+        fresh = subprocess.run(
+            [BIN / "python", "tests/fuzz/seed.py", "--fresh-key"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        nasty = nasty_run(schema_path=schema, port=port, secret=fresh.stdout.strip().splitlines()[-1])
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
@@ -167,9 +182,13 @@ def main() -> int:
     print(
         f"fuzz: {sum(by_operation.values())} requests answered 2xx over {len(by_operation)} method+path shapes"
     )
+    print(
+        f"fuzz: {sum(nasty.values())} hand-made hostile requests (tests/fuzz/nasty.py):",
+        ", ".join(f"{code or 'dropped'} x{n}" for code, n in sorted(nasty.items())),
+    )
     for line in server_errors[:20]:
         print("  5xx:", line)
-    if result.returncode != 0 or server_errors:
+    if result.returncode != 0 or server_errors or nasty[0]:
         return 1
     if by_status_2xx(by_status) < len(api_lines) // 10:
         print("fuzz: under 10% of requests succeeded: is the seeded key accepted?", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Seeds the fuzz run's throwaway database: the API tests' world (October closed and issued, a
 sibling and another book), a credit note, a payment and a webhook, so generated requests reach
-real rows. Prints the secret of beta's key (every scope) on the last line."""
+real rows. Prints the secret of beta's key (every scope) on the last line. With `--fresh-key`, only
+issues beta another key and prints its secret (schemathesis may have revoked the first one)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,16 @@ def seed() -> str:
     return aw.secrets["beta"]
 
 
+def fresh_key() -> str:
+    from accounts.models import Account
+    from accounts.services import api_key_create
+    from tests.api.conftest import ALL_SCOPES
+
+    return api_key_create(account=Account.objects.get(code="beta"), scopes=ALL_SCOPES, name="fresh")[1]
+
+
 if __name__ == "__main__":
+    import sys
+
     django.setup()
-    print(seed())
+    print(fresh_key() if sys.argv[1:] == ["--fresh-key"] else seed())
