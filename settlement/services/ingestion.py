@@ -358,7 +358,8 @@ _EVENT_TYPES = [
 
 
 class _RawJsonb:
-    """Marks the cursor whose binary jsonb is JSON text already encoded (the validator's)."""
+    """Nothing is ever one of these: registering _JsonbFromText under this type on a cursor makes it
+    that cursor's binary dumper for the jsonb oid, which is what COPY's set_types picks."""
 
 
 class _JsonbFromText(Dumper):
@@ -370,6 +371,9 @@ class _JsonbFromText(Dumper):
 
     def dump(self, obj: Any) -> bytes:
         return b"\x01" + obj.encode()
+
+
+_key_order = attrgetter("account_id", "request_id")
 
 
 def _land(
@@ -406,9 +410,6 @@ def _some_landed_before(cursor: Any, events: list[ParsedEvent]) -> bool:
         [v for probe in probes for v in probe],
     )
     return bool(cursor.fetchone()[0])
-
-
-_key_order = attrgetter("account_id", "request_id")
 
 
 def _land_new(raw_cursor: Any, batch_id: int, events: list[ParsedEvent], received_at: datetime) -> bool:
