@@ -130,6 +130,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files (the admin's) from the web process itself: no file server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # The gateway's authorization call, answered from the cache before the rest of the stack.
+    "settlement.api.middleware.AuthorizationFastPathMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from django.core.cache import cache
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
@@ -221,7 +221,7 @@ def _authorization_answer(account: _AccountRef, answer: dict[str, Any]) -> dict[
     }
 
 
-def _authorization_from_cache(request: HttpRequest, code: str) -> HttpResponse | None:
+def authorization_from_cache(request: HttpRequest, code: str) -> HttpResponse | None:
     """The gateway's steady state in one cache round trip and no database query: the key's entry
     and the credit entries of the account and its ancestors, read together. None whenever anything
     is not plainly fine (no or odd Authorization header, an account or entry not cached, a key not
@@ -229,7 +229,8 @@ def _authorization_from_cache(request: HttpRequest, code: str) -> HttpResponse |
 
     Why: this is the call the gateway makes before every API call, and DRF's request handling
     (authentication as a separate cache read, content negotiation, rendering) was over half of its
-    time (docs/benchmarks.md)."""
+    time (docs/benchmarks.md). settlement.api.middleware calls it before most of Django's request
+    handling too."""
     scheme, _, secret = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() != "bearer" or not secret or not secret.isascii() or " " in secret:
         return None
@@ -253,12 +254,7 @@ def _authorization_from_cache(request: HttpRequest, code: str) -> HttpResponse |
 
 
 class AuthorizationView(APIView):
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if request.method == "GET":
-            answered = _authorization_from_cache(request, str(kwargs.get("code", "")))
-            if answered is not None:
-                return answered
-        return super().dispatch(request, *args, **kwargs)
+    """What settlement.api.middleware cannot answer from the cache alone."""
 
     @extend_schema(
         operation_id="account_authorization",

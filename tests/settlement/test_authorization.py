@@ -258,26 +258,46 @@ def test_a_warm_authorization_is_answered_from_the_cache_alone_and_follows_chang
     beta_key: str, world: World, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> None:
     """Once the key, the account and its credit entries are cached, the answer comes from one cache
-    read without DRF (views._authorization_from_cache), is the same answer, and still follows a hold,
-    a revocation and the subtree wall, which fall back to the full view."""
+    read in settlement.api.middleware, before URL resolving and DRF: the same answer with the same
+    security headers, and it still follows a hold, a revocation and the subtree wall, which fall
+    back to the full view."""
+    from django.urls import reverse
+    from django.urls.resolvers import URLResolver
     from rest_framework.views import APIView
 
     from accounts.models import ApiKey
     from accounts.services import account_update, api_key_revoke
+    from settlement.api.middleware import AUTHORIZATION_PATH
 
+    path = "/api/v1/accounts/acme/authorization"
+    # The middleware's pattern is the URLconf's path.
+    assert reverse("account-authorization", kwargs={"code": "acme"}) == path
+    assert AUTHORIZATION_PATH.fullmatch(path)
     client = api(beta_key)
-    full = client.get("/api/v1/accounts/acme/authorization")
+    full = client.get(path)
     assert full.status_code == 200
 
     def refused(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the full view was asked")
+        raise AssertionError("the full stack was asked")
 
     with monkeypatch.context() as patched:
         patched.setattr(APIView, "dispatch", refused)
-        cached = client.get("/api/v1/accounts/acme/authorization")
+        patched.setattr(URLResolver, "resolve", refused)
+        cached = client.get(path)
         assert cached.status_code == 200
         assert cached["Content-Type"] == "application/json"
         assert cached.json() == full.json()
+        assert int(cached["Content-Length"]) == len(cached.content)
+        security = (
+            "X-Frame-Options",
+            "X-Content-Type-Options",
+            "Referrer-Policy",
+            "Cross-Origin-Opener-Policy",
+        )
+        assert [cached.get(h) for h in security] == [full.get(h) for h in security]
+        assert cached["X-Frame-Options"] == "DENY"
+        # A Host Django refuses goes on to Django's middleware, which refuses it.
+        assert client.get(path, HTTP_HOST="evil.example").status_code == 400
         with django_capture_on_commit_callbacks(execute=True):
             account_update(account=world.beta, status="on_hold")
         assert client.get("/api/v1/accounts/acme/authorization").json()["reason"] == "ancestor:beta"
