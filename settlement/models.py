@@ -36,10 +36,10 @@ class UsageBatch(models.Model):
 
 class UsageKey(models.Model):
     """The idempotency key of an event. The event table is partitioned by month, so a unique index
-    there would have to include occurred_at; this plain table's primary key is (account, request_id)
-    and nothing else is indexed. Whether a replay is a duplicate (same content) or a conflict
-    (different content) is told by comparing it with the event the key landed, found by (account,
-    request_id, occurred_at)."""
+    there would have to include occurred_at; this plain table carries UNIQUE (account, request_id),
+    its only index, which Django takes as the primary key. Whether a replay is a duplicate (same
+    content) or a conflict (different content) is told by comparing it with the event the key
+    landed, found by (account, request_id, occurred_at)."""
 
     # No surrogate id: it was a second index written per event that nothing looked anything up by.
     pk = models.CompositePrimaryKey("account_id", "request_id")
@@ -49,6 +49,11 @@ class UsageKey(models.Model):
     occurred_at = models.DateTimeField()
     # A plain id, not a foreign key: an FK would cost a referential check per landed event.
     batch_id = models.BigIntegerField(null=True, blank=True, help_text="The UsageBatch that landed it")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account_id", "request_id"], name="usage_key_unique_request")
+        ]
 
     def __str__(self) -> str:
         return f"{self.account_id}/{self.request_id}"

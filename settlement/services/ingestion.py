@@ -1,7 +1,7 @@
 """Usage ingestion (§5): validate a batch, land its new events exactly once, rate them, and refresh
 the credit cache of every account it touched.
 
-Exactly-once: the key table's primary key is (account, request_id). A batch of new events is
+Exactly-once: the key table is UNIQUE (account, request_id). A batch of new events is
 COPYed straight into the key and event tables; if any key exists, that attempt is rolled back to
 its savepoint and the batch goes through a staging table, where
 `INSERT INTO settlement_usagekey ... ON CONFLICT DO NOTHING` learns which are new. The key index
@@ -384,7 +384,7 @@ def _land(
 
     A batch of new events (the common case) is COPYed straight into the key table and the event
     table, the raw ceiling's own path. If any key exists already (a replay, or a concurrent batch
-    sharing keys that committed first) the key table's primary key refuses the COPY; the attempt is
+    sharing keys that committed first) the key table's unique index refuses the COPY; the attempt is
     rolled back to its savepoint and the batch goes the careful way, through a staging table and
     `ON CONFLICT DO NOTHING`."""
     if not events:
