@@ -208,32 +208,21 @@ def _ingest(
         )
         resolved.append(event)
 
-    # Price every (account, model, day) once; an event with an unpriced class is refused. The
-    # priced ones' tokens are summed per cascade on the way, which is all rating needs of them
-    # when every one of them lands (the common batch) and the tree keeps one time zone.
+    # Price every (account, model, day) once; an event with an unpriced class is refused.
     cascades = rating.cascades_load((e.cascade_key for e in resolved if e.cascade_key is not None), memo=memo)
     blocked = rating.unpriced_positions(cascades, memo=memo)
     priced: list[ParsedEvent] = []
-    sums: dict[rating.CascadeKey, list[int]] = {}
     for event in resolved:
         cascade_key = event.cascade_key
         assert cascade_key is not None
         positions = blocked.get(cascade_key)
         if positions is not None:
-            t = event.tokens
+            tokens = event.tokens
             for i in positions:
-                if t[i]:
+                if tokens[i]:
                     break
             else:
                 priced.append(event)
-                summed = sums.get(cascade_key)
-                if summed is None:
-                    sums[cascade_key] = [t[0], t[1], t[2], t[3]]
-                else:
-                    summed[0] += t[0]
-                    summed[1] += t[1]
-                    summed[2] += t[2]
-                    summed[3] += t[3]
                 continue
         problem = rating.price_problem(event, cascades.get(cascade_key))
         assert problem is not None
@@ -269,8 +258,6 @@ def _ingest(
                 zones=zones,
                 received_at=received_at,
                 batch_key=str(batch.pk),
-                # _land hands back the very list it was given when every event landed.
-                tokens_by_cascade=sums if new is priced else None,
                 providers=_providers({c.provider_id for c in cascades.values() if c}),
             )
             touched = rated.touched_account_ids
@@ -322,9 +309,24 @@ def _providers(ids: set[int]) -> dict[int, tuple[str, str]]:
     }
 
 
+_EVENT_COLUMN_NAMES = (
+    *("account_id", "request_id", "model_id", "model_code", "input_tokens", "cached_input_tokens"),
+    *("cache_write_tokens", "output_tokens", "occurred_at", "received_at", "batch_id", "tags"),
+)
+_EVENT_COLUMNS = ", ".join(_EVENT_COLUMN_NAMES)
+# Binary COPY needs each column's type, in order.
+_EVENT_TYPES = [
+    *("int8", "varchar", "int8", "varchar", "int8", "int8", "int8", "int8"),
+    *("timestamptz", "timestamptz", "int8", "jsonb"),
+]
+_EVENT_COPY = f"COPY settlement_usageevent ({_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_KEY_COPY = (
+    "COPY settlement_usagekey (account_id, request_id, occurred_at, batch_id) FROM STDIN (FORMAT BINARY)"
+)
+_KEY_TYPES = ["int8", "varchar", "timestamptz", "int8"]
+# The event table's columns, then the event's index in the batch.
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS settlement_usage_staging (
-    idx integer NOT NULL,
     account_id bigint NOT NULL,
     request_id varchar(200) COLLATE "C" NOT NULL,
     model_id bigint NOT NULL,
@@ -334,27 +336,34 @@ CREATE TEMP TABLE IF NOT EXISTS settlement_usage_staging (
     cache_write_tokens bigint NOT NULL,
     output_tokens bigint NOT NULL,
     occurred_at timestamptz NOT NULL,
-    tags text NULL
+    received_at timestamptz NOT NULL,
+    batch_id bigint NOT NULL,
+    tags jsonb NULL,
+    idx integer NOT NULL
 ) ON COMMIT DELETE ROWS
 """
-# The staging columns' types, in COPY order (binary COPY needs them exactly).
-_STAGING_TYPES = [
-    *("int4", "int8", "varchar", "int8", "varchar"),
-    *("int8", "int8", "int8", "int8", "timestamptz", "text"),
-]
-_KEY_COPY = (
-    "COPY settlement_usagekey (account_id, request_id, occurred_at, batch_id) FROM STDIN (FORMAT BINARY)"
-)
-_KEY_TYPES = ["int8", "varchar", "timestamptz", "int8"]
-_EVENT_COPY = (
-    "COPY settlement_usageevent (account_id, request_id, model_id, model_code, input_tokens,"
-    " cached_input_tokens, cache_write_tokens, output_tokens, occurred_at, received_at, batch_id, tags)"
-    " FROM STDIN (FORMAT BINARY)"
-)
-_EVENT_TYPES = [
-    *("int8", "varchar", "int8", "varchar", "int8", "int8", "int8", "int8"),
-    *("timestamptz", "timestamptz", "int8", "jsonb"),
-]
+_STAGING_COPY = "COPY settlement_usage_staging FROM STDIN (FORMAT BINARY)"
+_STAGING_TYPES = [*_EVENT_TYPES, "int4"]
+
+
+def _event_rows(events: list[ParsedEvent], received_at: datetime, batch_id: int) -> Iterator[tuple[Any, ...]]:
+    """The events as the event table's rows, in _EVENT_COLUMNS order."""
+    for e in events:
+        t = e.tokens
+        yield (
+            e.account_id,
+            e.request_id,
+            e.model_id,
+            e.model_code,
+            t[0],
+            t[1],
+            t[2],
+            t[3],
+            e.occurred_at,
+            received_at,
+            batch_id,
+            e.tags_json,
+        )
 
 
 class _RawJsonb:
@@ -393,6 +402,7 @@ def _land(
     # Python's), so two batches sharing keys queue on the key index instead of deadlocking.
     ordered = sorted(events, key=_key_order)
     with connection.cursor() as cursor:
+        cursor.cursor.adapters.register_dumper(_RawJsonb, _JsonbFromText)
         if not _some_landed_before(cursor, ordered) and _land_new(
             cursor.cursor, batch_id, ordered, received_at
         ):
@@ -414,7 +424,6 @@ def _some_landed_before(cursor: Any, events: list[ParsedEvent]) -> bool:
 
 def _land_new(raw_cursor: Any, batch_id: int, events: list[ParsedEvent], received_at: datetime) -> bool:
     """COPY every event and its key; False (and nothing written) if some key exists already."""
-    raw_cursor.adapters.register_dumper(_RawJsonb, _JsonbFromText)
     try:
         with transaction.atomic():
             with raw_cursor.copy(_KEY_COPY) as copy:
@@ -425,24 +434,8 @@ def _land_new(raw_cursor: Any, batch_id: int, events: list[ParsedEvent], receive
             with raw_cursor.copy(_EVENT_COPY) as copy:
                 copy.set_types(_EVENT_TYPES)
                 write_row = copy.write_row
-                for e in events:
-                    t = e.tokens
-                    write_row(
-                        (
-                            e.account_id,
-                            e.request_id,
-                            e.model_id,
-                            e.model_code,
-                            t[0],
-                            t[1],
-                            t[2],
-                            t[3],
-                            e.occurred_at,
-                            received_at,
-                            batch_id,
-                            e.tags_json,
-                        )
-                    )
+                for row in _event_rows(events, received_at, batch_id):
+                    write_row(row)
     except (psycopg_errors.UniqueViolation, psycopg_errors.DeadlockDetected):
         return False
     return True
@@ -459,56 +452,32 @@ def _land_some(
     # here cost a new file and catalog update per batch).
     cursor.execute(_STAGING_DDL)
     cursor.execute("DELETE FROM settlement_usage_staging")
-    with cursor.cursor.copy(
-        "COPY settlement_usage_staging (idx, account_id, request_id, model_id, model_code,"
-        " input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, occurred_at, tags)"
-        " FROM STDIN (FORMAT BINARY)"
-    ) as copy:
+    with cursor.cursor.copy(_STAGING_COPY) as copy:
         copy.set_types(_STAGING_TYPES)
         write_row = copy.write_row
-        for e in events:
-            t = e.tokens
-            write_row(
-                (
-                    e.index,
-                    e.account_id,
-                    e.request_id,
-                    e.model_id,
-                    e.model_code,
-                    t[0],
-                    t[1],
-                    t[2],
-                    t[3],
-                    e.occurred_at,
-                    e.tags_json,
-                )
-            )
+        for e, row in zip(events, _event_rows(events, received_at, batch_id), strict=True):
+            write_row((*row, e.index))
     # Only counts come back: sending 10,000 rows to Python and matching them to events cost more
     # than the merge itself.
     cursor.execute(
-        """
+        f"""
         WITH claimed AS (
             INSERT INTO settlement_usagekey (account_id, request_id, occurred_at, batch_id)
-            SELECT account_id, request_id, occurred_at, %s
+            SELECT account_id, request_id, occurred_at, batch_id
             FROM settlement_usage_staging
             ORDER BY account_id, request_id
             ON CONFLICT (account_id, request_id) DO NOTHING
             RETURNING account_id, request_id
         ), landed AS (
-            INSERT INTO settlement_usageevent
-                (account_id, request_id, model_id, model_code, input_tokens, cached_input_tokens,
-                 cache_write_tokens, output_tokens, occurred_at, received_at, batch_id, tags)
-            SELECT s.account_id, s.request_id, s.model_id, s.model_code, s.input_tokens,
-                   s.cached_input_tokens, s.cache_write_tokens, s.output_tokens, s.occurred_at, %s,
-                   %s, s.tags::jsonb
+            INSERT INTO settlement_usageevent ({_EVENT_COLUMNS})
+            SELECT {", ".join(f"s.{name}" for name in _EVENT_COLUMN_NAMES)}
             FROM claimed c
             JOIN settlement_usage_staging s
               ON s.account_id = c.account_id AND s.request_id = c.request_id
             RETURNING 1
         )
         SELECT count(*) FROM landed
-        """,
-        [batch_id, received_at, batch_id],
+        """
     )
     (landed,) = cursor.fetchone()
     if landed == len(events):
@@ -529,7 +498,7 @@ def _land_some(
               AND e.request_id = s.request_id AND e.model_code = s.model_code
               AND e.input_tokens = s.input_tokens AND e.cached_input_tokens = s.cached_input_tokens
               AND e.cache_write_tokens = s.cache_write_tokens AND e.output_tokens = s.output_tokens
-              AND e.tags IS NOT DISTINCT FROM s.tags::jsonb
+              AND e.tags IS NOT DISTINCT FROM s.tags
             LIMIT 1
         ) IS NULL
         ORDER BY s.idx

@@ -241,12 +241,9 @@ def usage_rate(
     received_at: datetime,
     batch_key: str,
     providers: dict[int, tuple[str, str]],
-    tokens_by_cascade: dict[CascadeKey, list[int]] | None = None,
 ) -> RatingOutcome:
     """Rate the batch's new events into the rollups, draw the upstream cost and the prepaid
-    wallets. Runs inside the ingestion transaction: a failure leaves no trace. `tokens_by_cascade`,
-    if given, is the events' tokens per class summed per cascade key (ingestion sums them while
-    checking prices), so the events need not be walked again."""
+    wallets. Runs inside the ingestion transaction: a failure leaves no trace."""
     outcome = RatingOutcome()
     if not events:
         return outcome
@@ -258,9 +255,8 @@ def usage_rate(
     if len(zone_list) == 1:
         # One zone for every book of the tree (own books take the root's zone): the cascade key's
         # day start is already the event's day, so events group by cascade key alone, with no
-        # per-event time zone conversion (and ingestion has usually summed them already).
-        by_key = tokens_by_cascade if tokens_by_cascade is not None else _tokens_by_cascade(events)
-        groups = {(key, (key[2].date(),)): sums for key, sums in by_key.items()}
+        # per-event time zone conversion.
+        groups = {(key, (key[2].date(),)): sums for key, sums in _tokens_by_cascade(events).items()}
     else:
         for event in events:
             assert event.cascade_key is not None
@@ -319,6 +315,7 @@ def usage_rate(
 
 
 def _tokens_by_cascade(events: list[ParsedEvent]) -> dict[CascadeKey, list[int]]:
+    """The events' tokens per class, summed per cascade key (this loop runs once per event)."""
     by_key: dict[CascadeKey, list[int]] = {}
     for event in events:
         assert event.cascade_key is not None
