@@ -123,12 +123,7 @@ def events_parse(
                         continue
                     if type(tags) is dict:
                         text = tags_text(tags)
-                        if (
-                            text is not None
-                            and len(text) <= small_tags
-                            and "\\u0000" not in text
-                            and (text.isascii() or _storable(text))
-                        ):
+                        if text is not None and len(text) <= small_tags and _tags_storable(tags, text):
                             append(
                                 ParsedEvent(
                                     index, request_id, account, model, (t0, t1, t2, t3), occurred_at, text
@@ -220,7 +215,7 @@ def event_parse(
         tags_json = tags_text(tags)
         if tags_json is None:
             return Rejection(index, request_id, "invalid", "tags must hold JSON values (not NaN or Infinity)")
-        if ("\\u0000" in tags_json and _holds_nul(tags)) or not _storable(tags_json):
+        if not _tags_storable(tags, tags_json):
             return Rejection(
                 index, request_id, "invalid", "tags must not contain NUL characters or unpaired surrogates"
             )
@@ -236,7 +231,7 @@ _STAMP_REASON = "occurred_at must be an ISO 8601 timestamp with a time zone"
 def _storable(text: str) -> bool:
     """Whether PostgreSQL can store this text. JSON can carry a NUL character or half of a surrogate
     pair as an escape, and neither survives the trip: text columns refuse NUL, and UTF-8 has no
-    surrogates. (In tags' JSON text a NUL is the escape itself: see _holds_nul.)"""
+    surrogates. (In tags' JSON text a NUL is the escape itself: see _tags_storable.)"""
     if "\x00" in text:
         return False
     if text.isascii():
@@ -246,6 +241,15 @@ def _storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _tags_storable(tags: dict[str, Any], text: str) -> bool:
+    """Whether jsonb can store these tags, written as `text`: a NUL shows in the text as its escape
+    (looked for in the tags themselves only then, since a string may also hold a backslash and
+    "u0000"), an unpaired surrogate as itself."""
+    if "\\u0000" in text and _holds_nul(tags):
+        return False
+    return text.isascii() or _storable(text)
 
 
 def _holds_nul(value: Any) -> bool:
