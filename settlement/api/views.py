@@ -179,6 +179,11 @@ class _AccountRef:
     code: str
     ancestor_ids: tuple[int, ...]
 
+    def seen_by(self, caller_id: int | None) -> bool:
+        """Whether a key of account `caller_id` may ask about this account: its own, or one in its
+        subtree (None is the root's service key, which sees every account)."""
+        return caller_id is None or caller_id == self.pk or caller_id in self.ancestor_ids
+
 
 # An account's code, id and parent never change (accounts.services.account_update), so what an
 # authorization needs of it is kept in the worker's memory once read: the gateway's steady state
@@ -243,8 +248,7 @@ def authorization_from_cache(request: HttpRequest, code: str) -> HttpResponse | 
     entry = found.get(key_entry_key)
     if entry is None or not api_key_entry_usable(entry, now=timezone.now()):
         return None
-    caller_id = entry[1]  # the key's account (None: the root's service key, which sees every account)
-    if caller_id is not None and caller_id != account.pk and caller_id not in account.ancestor_ids:
+    if not account.seen_by(entry[1]):  # entry[1]: the key's account
         return None
     states = credit_states_cached(account_ids=chain, found=found)
     if len(states) < len(chain):
@@ -266,13 +270,10 @@ class AuthorizationView(APIView):
         responses={200: AuthorizationDoc},
     )
     def get(self, request: Request, code: str) -> Response:
-        # The key's account id is enough here: loading the account itself was a query per request.
+        # The key's account id is enough here (the view requires a key): loading the account itself
+        # was a query per request.
         caller_id: int | None = getattr(request.auth, "account_id", None)
-        service = request.auth is not None and caller_id is None
         account = _account_for_authorization(code)
-        in_scope = account is not None and (
-            service or account.pk == caller_id or caller_id in account.ancestor_ids
-        )
-        if account is None or not in_scope:
+        if account is None or not account.seen_by(caller_id):
             raise NotFound(f"no account {code!r}", details={"account": code})
         return Response(_authorization_answer(account, authorization_for(account=account)))
