@@ -109,6 +109,11 @@ def post_batch(client: Client, body: Any) -> Any:
     return client.post("/api/v1/usage/batches", data=payload, content_type="application/json")
 
 
+def rejected(response: Any) -> list[tuple[int, str | None, str]]:
+    """(index, request_id, reason) of each rejection in a batch's answer."""
+    return [(r["index"], r["request_id"], r["reason"]) for r in response.json()["rejections"]]
+
+
 @pytest.fixture
 def acme_key(world: World) -> str:
     from accounts.services import api_key_create
@@ -181,7 +186,7 @@ def test_numbers_json_allows_but_orjson_refuses_reject_only_their_event(acme_key
     )
     response = post_batch(api(acme_key), body)
     assert response.status_code == 200
-    assert [(r["index"], r["request_id"], r["reason"]) for r in response.json()["rejections"]] == [
+    assert rejected(response) == [
         (1, "h-huge", f"input_tokens is larger than {10**15}"),
         (2, "h-nan", "output_tokens must be an integer"),
         (3, "h-tag-nan", "tags must hold JSON values (not NaN or Infinity)"),
@@ -214,7 +219,7 @@ def test_nul_characters_and_unpaired_surrogates_reject_only_their_event(acme_key
     response = post_batch(api(acme_key), with_nul)
     assert response.status_code == 200
     nul_reason = "must not contain NUL characters or unpaired surrogates"
-    assert [(r["index"], r["request_id"], r["reason"]) for r in response.json()["rejections"]] == [
+    assert rejected(response) == [
         (1, None, f"request_id {nul_reason}"),
         (2, "z-1", f"tags {nul_reason}"),
         (3, "z-2", f"tags {nul_reason}"),
@@ -231,7 +236,7 @@ def test_nul_characters_and_unpaired_surrogates_reject_only_their_event(acme_key
     )
     response = post_batch(api(acme_key), with_surrogates)
     assert response.status_code == 200
-    assert [(r["index"], r["request_id"], r["reason"]) for r in response.json()["rejections"]] == [
+    assert rejected(response) == [
         (1, None, f"request_id {nul_reason}"),
         (2, "s-1", f"tags {nul_reason}"),
     ]

@@ -164,6 +164,40 @@ def world(db: None) -> World:
     return world_build()
 
 
+def ingest_concurrently(
+    batches: list[list[dict[str, Any]]], *, received_at: datetime = RECEIVED
+) -> list[Any]:
+    """Each batch from a thread of its own (so a connection of its own), all released at once by a
+    barrier; the results in the order they finished. A thread's failure fails the caller. Needs a
+    transactional test (django_db(transaction=True)): the threads see only committed rows."""
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(batches))
+
+    def send(events: list[dict[str, Any]]) -> None:
+        try:
+            barrier.wait()
+            results.append(usage_ingest(events=events, service=True, received_at=received_at))
+        except BaseException as exc:  # reported below: a thread's failure must fail the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return results
+
+
+def truncate_events() -> None:
+    with connection.cursor() as cursor:
+        # The event table is not Django-managed, so the test flush leaves it: empty it here.
+        cursor.execute("TRUNCATE settlement_usageevent")
+
+
 def counts(result: Any) -> tuple[int, int, int]:
     return (result.accepted, result.duplicates, result.rejected)
 
@@ -437,35 +471,15 @@ def test_a_batch_over_10000_events_is_refused_whole(world: World) -> None:
 def test_concurrent_replays_from_four_connections_count_each_event_once() -> None:
     world = world_build()
     events = [UsageEventFactory(request_id=f"c-{i}", input_tokens=1_000_000) for i in range(200)]
-    results: list[Any] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
-
-    def send() -> None:
-        try:
-            barrier.wait()
-            results.append(usage_ingest(events=events, service=True, received_at=RECEIVED))
-        except BaseException as exc:  # reported below: a thread's failure must fail the test
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
     try:
-        assert errors == []
+        results = ingest_concurrently([events] * 4)
         assert sum(r.accepted for r in results) == 200
         assert sum(r.duplicates for r in results) == 600
         # acme's input line: 200 x 1,000,000 tokens at 0.30 per 1M = 60.00, counted once.
         line = UsageRollup.objects.get(payer_account_id=world.acme.pk, token_class="input")
         assert (line.tokens, line.amount) == (200_000_000, Decimal("60"))
     finally:
-        with connection.cursor() as cursor:
-            # The event table is not Django-managed, so the test flush leaves it: empty it here.
-            cursor.execute("TRUNCATE settlement_usageevent")
+        truncate_events()
 
 
 def test_partitions_are_made_ahead_once(db: None) -> None:

@@ -14,21 +14,24 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
 
 from ledger.models import JournalEntry
 from procurement.models import UpstreamCharge
 from settlement.models import UsageBatch, UsageEvent, UsageKey, UsageRollup
 from settlement.services import usage_ingest
 from tests.distributor.test_celery_worker import _test_database_url
-from tests.settlement.test_ingestion import RECEIVED, UsageEventFactory, world_build
+from tests.settlement.test_ingestion import (
+    RECEIVED,
+    UsageEventFactory,
+    ingest_concurrently,
+    truncate_events,
+    world_build,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,12 +59,6 @@ rating.usage_rate = rate_then_wait
 usage_ingest(events=json.load(sys.stdin), service=True, received_at=datetime.fromisoformat(sys.argv[1]))
 print("committed", flush=True)
 """
-
-
-def truncate_events() -> None:
-    with connection.cursor() as cursor:
-        # The event table is not Django-managed, so the test flush leaves it: empty it here.
-        cursor.execute("TRUNCATE settlement_usageevent")
 
 
 @pytest.mark.django_db
@@ -151,26 +148,8 @@ def test_batches_sharing_keys_in_opposite_orders_count_each_event_once() -> None
         shared + [UsageEventFactory(request_id=f"a-{i}", input_tokens=1_000_000) for i in range(50)],
         [UsageEventFactory(request_id=f"b-{i}", input_tokens=1_000_000) for i in range(50)] + shared[::-1],
     ]
-    results: list[Any] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
-
-    def send(events: list[dict[str, Any]]) -> None:
-        try:
-            barrier.wait()
-            results.append(usage_ingest(events=events, service=True, received_at=RECEIVED))
-        except BaseException as exc:  # reported below: a thread's failure must fail the test
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
     try:
-        assert errors == []
+        results = ingest_concurrently(batches)
         # 300 shared + 50 + 50 own: each lands once, the shared ones are the other batch's duplicates.
         assert sum(r.accepted for r in results) == 400
         assert sum(r.duplicates for r in results) == 300

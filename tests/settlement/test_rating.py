@@ -16,6 +16,8 @@ from tests.settlement.test_ingestion import (
     World,
     acme_big_call,
     devsolo_calls,
+    ingest_concurrently,
+    truncate_events,
     world_build,
 )
 
@@ -152,32 +154,13 @@ def test_a_prepaid_shortfall_becomes_a_receivable_and_the_wallet_stops_at_zero()
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_batches_never_spend_the_same_wallet_twice() -> None:
     """Four connections each land a different devsolo batch against a 10.00 wallet."""
-    import threading
-
-    from django.db import connection, connections
-
     w = world_build(devsolo_topup=Decimal("10.00"))
-    at = datetime(2026, 10, 30, tzinfo=UTC)
     calls = devsolo_calls(400)
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
-
-    def send(part: int) -> None:
-        try:
-            barrier.wait()
-            usage_ingest(events=calls[part * 100 : (part + 1) * 100], service=True, received_at=at)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
     try:
-        assert errors == []
+        ingest_concurrently(
+            [calls[part * 100 : (part + 1) * 100] for part in range(4)],
+            received_at=datetime(2026, 10, 30, tzinfo=UTC),
+        )
         counterparty = "account:devsolo"
         # 400 calls x 0.0395625 = 15.825 of usage: 10.00 from the wallet, 5.825 receivable, never
         # a negative wallet whatever the order the batches committed in.
@@ -185,5 +168,4 @@ def test_concurrent_batches_never_spend_the_same_wallet_twice() -> None:
         assert balance(w.book.pk, "receivables", counterparty) == Decimal("5.825")
         assert -balance(w.book.pk, "revenue", counterparty) == Decimal("15.825")
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute("TRUNCATE settlement_usageevent")
+        truncate_events()
