@@ -94,8 +94,8 @@ def phase(
     clients: int,
     seconds: float,
 ) -> list[float]:
-    """`clients` authorization clients, each in its own process as gateways are: in one process
-    their threads would share a GIL, and a client waiting for it would count as server latency."""
+    """`clients` authorization clients, each in a process of its own (the module docstring says why);
+    every latency, in ms."""
     futures = [pool.submit(ask_loop, port, secret, codes, weights, seconds, seed=i) for i in range(clients)]
     results = [f.result() for f in futures]
     # Per client: a client whose connection shares a worker process with the background gateway
