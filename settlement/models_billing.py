@@ -172,6 +172,8 @@ class InvoiceLineKind(models.TextChoices):
     USAGE = "usage"
     CHARGE = "charge"
     SHORTFALL = "shortfall"
+    # §11.12: a prepaid wallet's usage beyond its balance (settlement.services.prepaid_shortfalls).
+    WALLET_SHORTFALL = "wallet_shortfall"
 
 
 class InvoiceLine(models.Model):

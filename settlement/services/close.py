@@ -1,5 +1,6 @@
 """The close (§7): per book and period, draw a draft invoice for every postpaid account billed from
-the book and a statement for every prepaid one.
+the book and a statement for every prepaid one (and, §11.12, an invoice for what its wallet could
+not pay).
 
 A close is a CloseRun row, unique per (book, period kind, period start), worked through in chunks
 of accounts in id order. Each chunk is one durable transaction that first locks the run row, reads
@@ -38,6 +39,7 @@ from settlement.services.invoicing import (
     latest_ended,
     usage_revisions,
 )
+from settlement.services.prepaid_shortfalls import prepaid_shortfalls_invoice
 from settlement.services.statements import statements_draw
 
 CLOSE_CHUNK_SIZE = 200
@@ -126,6 +128,8 @@ def _accounts_close(*, run: CloseRun, accounts: Sequence[Any], period: Period, n
     postpaid = [a for a in accounts if a.terms != "prepaid"]
     if prepaid:
         run.statements_drawn += statements_draw(book=run.book, accounts=prepaid, period=period, now=now)
+        # §11.12: what the wallets could not pay is billed now (issued at once: nothing to re-rate).
+        prepaid_shortfalls_invoice(book=run.book, accounts=prepaid, period=period, now=now)
     if postpaid:
         run.invoices_drafted += accounts_drafts_sync(accounts=postpaid, book=run.book, latest=period, now=now)
 

@@ -462,7 +462,8 @@ def billing_plan(
     return plans
 
 
-def _tax(subtotal: Decimal, rate: Decimal, currency: str) -> Decimal:
+def invoice_tax(subtotal: Decimal, rate: Decimal, currency: str) -> Decimal:
+    """§11.2: tax on the whole rounded subtotal, rounded once."""
     return round_minor(subtotal * rate, currency)
 
 
@@ -470,7 +471,7 @@ def _header(
     *, account: Any, book: Book, plan: PlannedInvoice, period: Period, revision: int | None
 ) -> dict[str, Any]:
     subtotal = plan.subtotal
-    tax = _tax(subtotal, account.tax_rate, account.currency)
+    tax = invoice_tax(subtotal, account.tax_rate, account.currency)
     return {
         "issuer_book": book,
         "currency": account.currency,
