@@ -48,6 +48,18 @@ def extra_customers(world: World, n: int) -> list[Any]:
     return made
 
 
+def devsolo_overrun() -> None:
+    """devsolo spends 79.125 past the 39.5625 of october_usage: 18.6875 beyond its 100.00 wallet,
+    billed by the close on its own invoice (§11.12)."""
+    from tests.settlement.test_close_world import ingest, utc
+    from tests.settlement.test_prepaid_shortfall import devsolo_call
+
+    ingest(
+        [devsolo_call("big", at="2026-10-30T12:00:00Z", input_tokens=80_000_000, output_tokens=20_000_000)],
+        utc("2026-10-30T12:00:00Z"),
+    )
+
+
 def snapshot() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
     invoices = list(
         Invoice.objects.order_by("account__code").values_list("account__code", "label", "total", "status")
@@ -65,6 +77,7 @@ def test_two_concurrent_closes_produce_one_set_of_invoices() -> None:
     world = world_build()
     october_usage(world, devsolo_calls=10)
     extra_customers(world, 6)
+    devsolo_overrun()
     errors: list[BaseException] = []
     barrier = threading.Barrier(2)
 
@@ -83,8 +96,12 @@ def test_two_concurrent_closes_produce_one_set_of_invoices() -> None:
     for t in threads:
         t.join(60)
     assert errors == []
-    # alpha + 6 customers billed by the root, one draft each; one run, done.
-    assert Invoice.objects.filter(issuer_book=world.book).count() == 7
+    # alpha + 6 customers billed by the root, one draft each, and devsolo's shortfall invoice,
+    # issued once with the book's first number; one run, done.
+    assert Invoice.objects.filter(issuer_book=world.book).count() == 8
+    assert list(Invoice.objects.filter(account=world.devsolo).values_list("number", "total")) == [
+        ("PLATFORM-2026-000001", D("18.69"))
+    ]
     assert CloseRun.objects.filter(book=world.book).count() == 1
     assert CloseRun.objects.get(book=world.book).status == "done"
 
@@ -94,6 +111,7 @@ def test_a_close_killed_half_way_resumes_to_the_same_result() -> None:
     world = world_build()
     october_usage(world, devsolo_calls=10)
     extra_customers(world, 6)
+    devsolo_overrun()
     db = connection.settings_dict
     env = {
         **os.environ,
@@ -128,11 +146,12 @@ def test_a_close_killed_half_way_resumes_to_the_same_result() -> None:
     run = CloseRun.objects.get(book=world.book)
     assert run.status == "running" and run.last_account_id > 0
     part = Invoice.objects.filter(issuer_book=world.book).count()
-    assert 0 < part < 7
+    assert 0 < part < 8
     close_run(book=world.book, now=NOV_1, chunk_size=2)
     after_resume = snapshot()
     assert CloseRun.objects.get(book=world.book).status == "done"
-    assert Invoice.objects.filter(issuer_book=world.book).count() == 7
+    assert Invoice.objects.filter(issuer_book=world.book).count() == 8
+    assert Invoice.objects.get(account=world.devsolo).total == D("18.69")
     # A third run changes nothing.
     close_run(book=world.book, now=NOV_1, chunk_size=2)
     assert snapshot() == after_resume
