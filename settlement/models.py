@@ -63,7 +63,8 @@ class UsageEvent(models.Model):
     """A metered call, as the gateway reported it. The table is created by raw SQL (migration 0002)
     as `PARTITION BY RANGE (occurred_at)` with one partition per calendar month (UTC); Django only
     reads it. (account, request_id) is unique through the event's UsageKey; the table itself has
-    no primary key index (migration 0010), only (account, occurred_at)."""
+    no primary key index (migration 0010), only an index on batch_id (migration 0012), which a replay's
+    comparison uses to find the events of the batches it repeats."""
 
     pk = models.CompositePrimaryKey("account_id", "request_id")
     account_id = models.BigIntegerField()

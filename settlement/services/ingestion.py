@@ -482,27 +482,42 @@ def _land_some(
     (landed,) = cursor.fetchone()
     if landed == len(events):
         return events, 0, []
-    # Some keys existed before this batch. An event is a duplicate when the event table holds one
-    # just like it (what same_content compares), a conflict when not: its key landed an event that
-    # differs, in content or in occurred_at. (The events this batch landed find themselves.) The
-    # lookup is a subquery per staged event, which PostgreSQL runs as one probe of the (account,
-    # occurred_at) index each: written as a join it would hash the whole month's partition.
+    # Some keys existed before this batch. An event is a duplicate when the event its key landed is
+    # just like it (what same_content compares), a conflict when not. That event is found through
+    # its key's batch (the event table's one index is on batch_id) within the keys' occurred_at
+    # bounds (partitions pruned), so a replay reads the rows of the batches it repeats, never the
+    # whole month.
     cursor.execute(
         """
+        WITH staged AS MATERIALIZED (
+            -- A subquery per staged event: one probe of the key index each (as a join, the
+            -- planner may hash the whole key table, which only ever grows).
+            SELECT s.*, (
+                SELECT k.batch_id FROM settlement_usagekey k
+                WHERE k.account_id = s.account_id AND k.request_id = s.request_id
+            ) AS landed_by
+            FROM settlement_usage_staging s
+        ), earlier AS MATERIALIZED (
+            SELECT * FROM staged WHERE landed_by <> %s
+        ), originals AS (
+            SELECT * FROM settlement_usageevent
+            WHERE batch_id = ANY(ARRAY(SELECT DISTINCT landed_by FROM earlier))
+              AND occurred_at BETWEEN (SELECT min(occurred_at) FROM earlier)
+                                  AND (SELECT max(occurred_at) FROM earlier)
+        )
         SELECT s.idx
-        FROM settlement_usage_staging s
-        WHERE (
-            SELECT true
-            FROM settlement_usageevent e
-            WHERE e.account_id = s.account_id AND e.occurred_at = s.occurred_at
-              AND e.request_id = s.request_id AND e.model_code = s.model_code
-              AND e.input_tokens = s.input_tokens AND e.cached_input_tokens = s.cached_input_tokens
-              AND e.cache_write_tokens = s.cache_write_tokens AND e.output_tokens = s.output_tokens
-              AND e.tags IS NOT DISTINCT FROM s.tags
-            LIMIT 1
-        ) IS NULL
+        FROM earlier s
+        LEFT JOIN originals e
+          ON e.batch_id = s.landed_by AND e.account_id = s.account_id AND e.request_id = s.request_id
+        WHERE e.account_id IS NULL OR NOT (
+            e.occurred_at = s.occurred_at AND e.model_code = s.model_code
+            AND e.input_tokens = s.input_tokens AND e.cached_input_tokens = s.cached_input_tokens
+            AND e.cache_write_tokens = s.cache_write_tokens AND e.output_tokens = s.output_tokens
+            AND e.tags IS NOT DISTINCT FROM s.tags
+        )
         ORDER BY s.idx
-        """
+        """,
+        [batch_id],
     )
     conflicts = [_conflict(by_index[idx]) for (idx,) in cursor.fetchall()]
     duplicates = len(events) - landed - len(conflicts)

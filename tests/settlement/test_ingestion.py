@@ -335,6 +335,35 @@ def test_a_replay_is_compared_with_the_event_its_key_landed(world: World) -> Non
     ]
 
 
+def test_a_replay_of_several_earlier_batches_across_months_finds_each_original(world: World) -> None:
+    """The replay comparison looks originals up by their keys' batches (the event table's BRIN
+    index) within the keys' occurred_at range: here two batches, two monthly partitions."""
+    late_october = [
+        UsageEventFactory(request_id=f"o{i}", occurred_at=f"2026-10-31T2{i}:00:00Z") for i in range(3)
+    ]
+    early_november = [
+        UsageEventFactory(request_id=f"n{i}", occurred_at=f"2026-11-01T0{i}:00:00Z") for i in range(3)
+    ]
+    received = datetime(2026, 11, 1, 6, tzinfo=UTC)
+    assert counts(usage_ingest(events=late_october, service=True, received_at=received)) == (3, 0, 0)
+    assert counts(usage_ingest(events=early_november, service=True, received_at=received)) == (3, 0, 0)
+    # Re-batched by the gateway: both batches' events in one, one of each changed, one new event.
+    replay = [
+        *late_october[:2],
+        {**late_october[2], "output_tokens": 99},
+        {**early_november[0], "occurred_at": "2026-11-01T00:00:01Z"},
+        *early_november[1:],
+        UsageEventFactory(request_id="fresh", occurred_at="2026-11-01T05:00:00Z"),
+    ]
+    result = usage_ingest(events=replay, service=True, received_at=received)
+    assert counts(result) == (1, 4, 2)
+    assert [(r["index"], r["request_id"], r["code"]) for r in result.rejections] == [
+        (2, "o2", "conflict"),
+        (3, "n0", "conflict"),
+    ]
+    assert UsageEvent.objects.count() == 7
+
+
 def test_a_price_change_reprices_the_next_batch_of_the_same_day(world: World) -> None:
     """Cascades are remembered between batches (rating.RatingMemo) under the rating revision;
     a new price list version bumps it, so the next batch of the same day is priced anew, while a
