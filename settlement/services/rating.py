@@ -331,11 +331,31 @@ def _tokens_by_cascade(events: list[ParsedEvent]) -> dict[CascadeKey, list[int]]
     return by_key
 
 
+# The accrual rows of a batch's postpaid lines (see _rollups_upsert): as they are, or summed.
+_ACCRUALS = """
+    SELECT p, date_trunc('month', d::timestamp)::date, m, mc, tc, up, cur, d, t, a, 1, now()
+    FROM lines WHERE NOT pp
+    ORDER BY n
+"""
+_ACCRUALS_GROUPED = """
+    SELECT p, date_trunc('month', d::timestamp)::date, m, min(mc), tc, up, min(cur), min(d),
+           sum(t), sum(a), 1, now()
+    FROM lines WHERE NOT pp
+    GROUP BY p, m, 2, tc, up ORDER BY p, m, 2, tc, up
+"""
+
+
 def _rollups_upsert(lines: dict[tuple[int, int, date, str, Decimal, bool], _Line]) -> int:
     if not lines:
         return 0
     # Sorted by the unique key: concurrent batches take the rollup row locks in one order.
     ordered = sorted(lines.items(), key=lambda item: item[0])
+    # An upsert may touch a row once, so two lines of one accrual (two days of one month, same
+    # model, class and price) are summed first, in SQL. Only a batch with two days of one month can
+    # have such lines; any other batch's lines map to distinct accruals, in (payer, model, month,
+    # class, price) order, the order the grouped statement locks them in too.
+    days = {key[2] for key in lines}
+    grouped = len(days) != len({day.replace(day=1) for day in days})
     columns: list[list[Any]] = [[] for _ in range(13)]
     for (payer_id, model_id, day, token_class, unit_price, prepaid), line in ordered:
         for i, value in enumerate(
@@ -358,7 +378,7 @@ def _rollups_upsert(lines: dict[tuple[int, int, date, str, Decimal, bool], _Line
             columns[i].append(value)
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             WITH lines AS (
                 SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[],
                                      %s::date[], %s::text[], %s::numeric[], %s::text[], %s::boolean[],
@@ -380,10 +400,7 @@ def _rollups_upsert(lines: dict[tuple[int, int, date, str, Decimal, bool], _Line
             INSERT INTO settlement_usageaccrual
                 (payer_account_id, month, model_id, model_code, token_class, unit_price, currency,
                  first_day, tokens, amount, revision, updated_at)
-            SELECT p, date_trunc('month', d::timestamp)::date, m, min(mc), tc, up, min(cur), min(d),
-                   sum(t), sum(a), 1, now()
-            FROM lines WHERE NOT pp
-            GROUP BY 1, 2, m, tc, up ORDER BY 1, 2, m, tc, up
+            {_ACCRUALS_GROUPED if grouped else _ACCRUALS}
             ON CONFLICT (payer_account_id, month, model_id, token_class, unit_price) DO UPDATE
                SET tokens = settlement_usageaccrual.tokens + EXCLUDED.tokens,
                    amount = settlement_usageaccrual.amount + EXCLUDED.amount,
