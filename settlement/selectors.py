@@ -1,18 +1,23 @@
-"""Reads of usage: rollups per payer, unbilled usage, upstream cost, batches."""
+"""Reads of usage: rollups per payer, unbilled usage, prepaid shortfalls not yet invoiced, upstream
+cost, batches."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import TruncMonth
 
-from settlement.models import UpstreamCostRollup, UsageBatch, UsageRollup
+from ledger.models import Book, Posting, Side
+from settlement.models import InvoiceLine, InvoiceLineKind, UpstreamCostRollup, UsageBatch, UsageRollup
+
+# The prepaid drawdown entries' source (settlement.services.rating._drawdowns_post).
+DRAWDOWN_SOURCE = "usage_batch"
 
 
 def usage_rollups(
@@ -139,3 +144,41 @@ def margins(*, book: Any, day_from: date | None = None, day_to: date | None = No
         for (month, model, currency), amounts in sorted(figures.items())
         if amounts[0] or amounts[1]
     ]
+
+
+def prepaid_shortfalls_unbilled(
+    *, book: Book, accounts: Sequence[Any], before: datetime
+) -> dict[int, Decimal]:
+    """Per account (id): the exact usage-drawdown receivables booked in `book` before `before` that
+    no shortfall invoice has billed. Accounts with nothing to bill are left out. Two queries."""
+    by_counterparty = {f"account:{a.code}": a for a in accounts}
+    booked = {
+        counterparty: (debits or Decimal(0)) - (credits or Decimal(0))
+        for counterparty, debits, credits in Posting.objects.filter(
+            entry__book=book,
+            entry__source_type=DRAWDOWN_SOURCE,
+            entry__occurred_at__lt=before,
+            ledger_account__code="receivables",
+            counterparty__in=list(by_counterparty),
+        )
+        .values("counterparty")
+        .annotate(
+            debits=Sum("amount", filter=Q(side=Side.DEBIT)), credits=Sum("amount", filter=Q(side=Side.CREDIT))
+        )
+        .values_list("counterparty", "debits", "credits")
+    }
+    billed = dict(
+        InvoiceLine.objects.filter(
+            kind=InvoiceLineKind.WALLET_SHORTFALL, invoice__account__in=[a.pk for a in accounts]
+        )
+        .values("invoice__account_id")
+        .annotate(s=Sum("exact_amount"))
+        .values_list("invoice__account_id", "s")
+    )
+    unbilled: dict[int, Decimal] = {}
+    for counterparty, amount in booked.items():
+        account = by_counterparty[counterparty]
+        left = amount - (billed.get(account.pk) or Decimal(0))
+        if left > 0:
+            unbilled[account.pk] = left
+    return unbilled

@@ -28,57 +28,17 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q, Sum
 from django.utils import timezone
 
 from accounts.webhooks import invoices_issued_emit
 from distributor.money import round_minor
-from ledger.models import Book, Posting, Side
+from ledger.models import Book
 from ledger.services import EntryDraft, Leg, credit, debit, entries_post
 from settlement.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus
+from settlement.selectors import prepaid_shortfalls_unbilled
 from settlement.services.invoicing import Period, book_zone, invoice_tax, numbers_take
 
 PREPAID_SHORTFALL_DESCRIPTION = "Prepaid usage beyond the wallet balance"
-# The drawdown entries' source (settlement.services.rating._drawdowns_post).
-DRAWDOWN_SOURCE = "usage_batch"
-
-
-def prepaid_shortfalls_unbilled(
-    *, book: Book, accounts: Sequence[Any], before: datetime
-) -> dict[int, Decimal]:
-    """Per account (id): the exact usage-drawdown receivables booked in `book` before `before` that
-    no shortfall invoice has billed. Accounts with nothing to bill are left out. Two queries."""
-    by_counterparty = {f"account:{a.code}": a for a in accounts}
-    booked = {
-        counterparty: (debits or Decimal(0)) - (credits or Decimal(0))
-        for counterparty, debits, credits in Posting.objects.filter(
-            entry__book=book,
-            entry__source_type=DRAWDOWN_SOURCE,
-            entry__occurred_at__lt=before,
-            ledger_account__code="receivables",
-            counterparty__in=list(by_counterparty),
-        )
-        .values("counterparty")
-        .annotate(
-            debits=Sum("amount", filter=Q(side=Side.DEBIT)), credits=Sum("amount", filter=Q(side=Side.CREDIT))
-        )
-        .values_list("counterparty", "debits", "credits")
-    }
-    billed = dict(
-        InvoiceLine.objects.filter(
-            kind=InvoiceLineKind.WALLET_SHORTFALL, invoice__account__in=[a.pk for a in accounts]
-        )
-        .values("invoice__account_id")
-        .annotate(s=Sum("exact_amount"))
-        .values_list("invoice__account_id", "s")
-    )
-    unbilled: dict[int, Decimal] = {}
-    for counterparty, amount in booked.items():
-        account = by_counterparty[counterparty]
-        left = amount - (billed.get(account.pk) or Decimal(0))
-        if left > 0:
-            unbilled[account.pk] = left
-    return unbilled
 
 
 def prepaid_shortfalls_invoice(*, book: Book, accounts: Sequence[Any], period: Period, now: datetime) -> int:
