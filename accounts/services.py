@@ -174,13 +174,10 @@ def _terms_and_limit(terms: str, credit_limit: Decimal | None) -> None:
 
 def _credit_refresh_on_commit(account_ids: list[int]) -> None:
     """The gateway's credit cache (settlement) must see a new status, limit or wallet at once."""
+    # Imported here: settlement's services import accounts.
+    from settlement.services.credit_control import credit_states_refresh_on_commit
 
-    def refresh() -> None:
-        from settlement.services.credit_control import credit_states_refresh
-
-        credit_states_refresh(account_ids=account_ids)
-
-    transaction.on_commit(refresh)
+    credit_states_refresh_on_commit(account_ids=account_ids)
 
 
 # --- the tree ----------------------------------------------------------------------------------

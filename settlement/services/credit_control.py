@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
+from django.db import transaction
 
 CACHE_PREFIX = "settlement:credit:"
 # Refreshes keep entries current; the timeout only bounds how long a missed refresh can linger.
@@ -114,6 +115,13 @@ def credit_states_refresh(*, account_ids: Iterable[int]) -> dict[int, CreditStat
     states = credit_states_compute(account_ids=account_ids)
     cache.set_many({_cache_key(pk): s.as_cache() for pk, s in states.items()}, timeout=CACHE_TIMEOUT_SECONDS)
     return states
+
+
+def credit_states_refresh_on_commit(*, account_ids: Iterable[int]) -> None:
+    """`credit_states_refresh` once the caller's transaction commits (at once outside one): the
+    gateway's next authorize sees what the change did, and never a change that was rolled back."""
+    ids = list(account_ids)
+    transaction.on_commit(lambda: credit_states_refresh(account_ids=ids))
 
 
 def credit_cache_keys(*, account_ids: Iterable[int]) -> list[str]:

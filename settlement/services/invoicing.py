@@ -46,6 +46,7 @@ from settlement.models import (
     NumberCounter,
     PeriodKind,
 )
+from settlement.services.credit_control import credit_states_refresh_on_commit
 
 SHORTFALL_DESCRIPTION = "Commitment shortfall"
 TERMS_KIND = {"monthly": PeriodKind.MONTH, "quarterly": PeriodKind.QUARTER, "prepaid": PeriodKind.MONTH}
@@ -898,7 +899,7 @@ def _drafts_issue_locked(*, drafts: Sequence[Invoice], now: datetime, strict: bo
         if account.pk in paying:
             credit_balance_apply(account=account, invoice=invoice, now=now)
     account_ids = sorted({a.pk for _, _, a in ready})
-    transaction.on_commit(lambda: _credit_refresh(account_ids))
+    credit_states_refresh_on_commit(account_ids=account_ids)
     invoices_issued_emit(issued=[(invoice, account) for invoice, _, account in ready])  # webhooks, on commit
     return [invoice for invoice, _, _ in ready]
 
@@ -952,12 +953,6 @@ def _invoice_post(*, issued: Sequence[tuple[Invoice, Any]]) -> None:
             )
     for _, (book, drafts) in sorted(entries.items()):
         entries_post(book=book, drafts=drafts)
-
-
-def _credit_refresh(account_ids: list[int]) -> None:
-    from settlement.services.credit_control import credit_states_refresh
-
-    credit_states_refresh(account_ids=account_ids)
 
 
 ISSUE_CHUNK_SIZE = 200

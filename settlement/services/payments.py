@@ -23,6 +23,7 @@ from distributor.errors import Conflict, ValidationFailed
 from distributor.money import check_currency, normalize, round_minor, to_decimal
 from ledger.services import Leg, credit, debit, entry_post
 from settlement.models import Invoice, InvoiceStatus, Payment, PaymentAllocation
+from settlement.services.credit_control import credit_states_refresh_on_commit
 from settlement.services.dunning import dunning_lift_if_settled
 from settlement.services.invoicing import invoice_status_settle, upstream_counterparty
 
@@ -80,7 +81,7 @@ def payment_record(
             allocated = _allocate(payment=payment, account=account, periods=periods, at=received_at)
             _payment_post(payment=payment, account=account, allocated=allocated)
             payment_received_emit(payment=payment)  # webhooks: delivered once this commits
-            transaction.on_commit(lambda: _after_payment(account.pk))
+            credit_states_refresh_on_commit(account_ids=[account.pk])
             # §9: payment in full lifts a dunning hold or suspension (in this same transaction).
             dunning_lift_if_settled(account=account, at=received_at)
     except IntegrityError:
@@ -247,9 +248,3 @@ def credit_balance_apply(*, account: Any, invoice: Invoice, now: datetime) -> De
                 source_id=str(invoice.pk),
             )
     return applied
-
-
-def _after_payment(account_id: int) -> None:
-    from settlement.services.credit_control import credit_states_refresh
-
-    credit_states_refresh(account_ids=[account_id])

@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
 from accounts.webhooks import invoices_issued_emit
@@ -36,6 +35,7 @@ from ledger.models import Book
 from ledger.services import EntryDraft, Leg, credit, debit, entries_post
 from settlement.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus
 from settlement.selectors import prepaid_shortfalls_unbilled
+from settlement.services.credit_control import credit_states_refresh_on_commit
 from settlement.services.invoicing import Period, book_zone, invoice_tax, numbers_take
 
 PREPAID_SHORTFALL_DESCRIPTION = "Prepaid usage beyond the wallet balance"
@@ -107,7 +107,7 @@ def prepaid_shortfalls_invoice(*, book: Book, accounts: Sequence[Any], period: P
 
     entries_post(book=book, drafts=[d for d in (_posting(i, a, e) for i, a, e in issued) if d is not None])
     account_ids = sorted(a.pk for _, a, _ in issued)
-    transaction.on_commit(lambda: _credit_refresh(account_ids))
+    credit_states_refresh_on_commit(account_ids=account_ids)
     invoices_issued_emit(issued=[(invoice, account) for invoice, account, _ in issued])
     return len(issued)
 
@@ -138,9 +138,3 @@ def _posting(invoice: Invoice, account: Any, exact: Decimal) -> EntryDraft | Non
         source_type="invoice",
         source_id=str(invoice.pk),
     )
-
-
-def _credit_refresh(account_ids: list[int]) -> None:
-    from settlement.services.credit_control import credit_states_refresh
-
-    credit_states_refresh(account_ids=account_ids)

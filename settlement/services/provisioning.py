@@ -50,6 +50,7 @@ from settlement.risk_selectors import (
     exposure,
     matrix_in_force,
 )
+from settlement.services.credit_control import credit_states_refresh_on_commit
 from settlement.services.invoicing import book_zone, period_of
 
 WRITE_OFF_PERMISSION = "settlement.write_off_invoice"
@@ -321,7 +322,7 @@ def invoice_write_off(*, invoice: Invoice, by: Any | None, at: datetime, reason:
         invoice.status = InvoiceStatus.WRITTEN_OFF
         invoice.save(update_fields=["written_off_amount", "status", "updated_at"])
         account_id = invoice.account_id
-        transaction.on_commit(lambda: _credit_refresh(account_id))
+        credit_states_refresh_on_commit(account_ids=[account_id])
     return write_off
 
 
@@ -373,12 +374,6 @@ def write_off_recover(
         invoice.status = InvoiceStatus.ISSUED
     invoice.save(update_fields=["written_off_amount", "status", "updated_at"])
     return recovery
-
-
-def _credit_refresh(account_id: int) -> None:
-    from settlement.services.credit_control import credit_states_refresh
-
-    credit_states_refresh(account_ids=[account_id])
 
 
 # --- exposure snapshots ---------------------------------------------------------------------------
