@@ -151,7 +151,7 @@ def prepaid_shortfalls_unbilled(
 ) -> dict[int, Decimal]:
     """Per account (id): the exact usage-drawdown receivables booked in `book` before `before` that
     no shortfall invoice has billed. Accounts with nothing to bill are left out. Two queries."""
-    by_counterparty = {f"account:{a.code}": a for a in accounts}
+    by_counterparty = {a.counterparty: a for a in accounts}
     booked = {
         counterparty: (debits or Decimal(0)) - (credits or Decimal(0))
         for counterparty, debits, credits in Posting.objects.filter(

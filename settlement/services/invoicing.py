@@ -468,6 +468,16 @@ def invoice_tax(subtotal: Decimal, rate: Decimal, currency: str) -> Decimal:
     return round_minor(subtotal * rate, currency)
 
 
+def invoice_due_date(period: Period, account: Any) -> date:
+    """When an invoice for `period` is due: the period's end plus the account's net days."""
+    return period.end + timedelta(days=account.net_days or 0)
+
+
+def invoice_number(book: Book, year: int, sequence: int) -> str:
+    """The printed number of the book's `sequence`-th invoice issued in `year` (series INV)."""
+    return f"{book.code.upper()}-{year}-{sequence:06d}"
+
+
 def _header(
     *, account: Any, book: Book, plan: PlannedInvoice, period: Period, revision: int | None
 ) -> dict[str, Any]:
@@ -478,7 +488,7 @@ def _header(
         "currency": account.currency,
         "period_end": period.end,
         "label": period.label,
-        "due_date": period.end + timedelta(days=account.net_days or 0),
+        "due_date": invoice_due_date(period, account),
         "tax_rate": account.tax_rate,
         "subtotal": subtotal,
         "tax": tax,
@@ -862,7 +872,7 @@ def _drafts_issue_locked(*, drafts: Sequence[Invoice], now: datetime, strict: bo
         for invoice, sequence in zip(
             invoices, numbers_take(book=book, series="INV", year=year, count=len(invoices)), strict=True
         ):
-            invoice.number = f"{book.code.upper()}-{year}-{sequence:06d}"
+            invoice.number = invoice_number(book, year, sequence)
     stamp = timezone.now()
     for invoice, _, _ in ready:
         invoice.status = InvoiceStatus.ISSUED

@@ -23,7 +23,7 @@ the ledger and nothing about it can change in a grace period, so there is no dra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -36,7 +36,14 @@ from ledger.services import EntryDraft, Leg, credit, debit, entries_post
 from settlement.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus
 from settlement.selectors import prepaid_shortfalls_unbilled
 from settlement.services.credit_control import credit_states_refresh_on_commit
-from settlement.services.invoicing import Period, book_zone, invoice_tax, numbers_take
+from settlement.services.invoicing import (
+    Period,
+    book_zone,
+    invoice_due_date,
+    invoice_number,
+    invoice_tax,
+    numbers_take,
+)
 
 PREPAID_SHORTFALL_DESCRIPTION = "Prepaid usage beyond the wallet balance"
 
@@ -82,7 +89,7 @@ def prepaid_shortfalls_invoice(*, book: Book, accounts: Sequence[Any], period: P
             period_end=period.end,
             label=period.label,
             currency=account.currency,
-            due_date=period.end + timedelta(days=account.net_days or 0),
+            due_date=invoice_due_date(period, account),
             tax_rate=account.tax_rate,
             subtotal=subtotal,
             tax=tax,
@@ -97,7 +104,7 @@ def prepaid_shortfalls_invoice(*, book: Book, accounts: Sequence[Any], period: P
             exact_amount=exact,
             amount=subtotal,
         )
-        invoice.number = f"{book.code.upper()}-{issue_date.year}-{sequence:06d}"
+        invoice.number = invoice_number(book, issue_date.year, sequence)
         invoice.status = InvoiceStatus.ISSUED
         invoice.issue_date = issue_date
         invoice.issued_at = now
@@ -114,7 +121,7 @@ def prepaid_shortfalls_invoice(*, book: Book, accounts: Sequence[Any], period: P
 
 def _posting(invoice: Invoice, account: Any, exact: Decimal) -> EntryDraft | None:
     """What the drawdowns did not book: the rounding of the exact shortfall, and the tax."""
-    cur, cp = invoice.currency, f"account:{account.code}"
+    cur, cp = invoice.currency, account.counterparty
     rounding = invoice.subtotal - exact
     owed = rounding + invoice.tax
     legs: list[Leg] = []
