@@ -486,7 +486,8 @@ def _land_some(
     # just like it (what same_content compares), a conflict when not. That event is found through
     # its key's batch (the event table's one index is on batch_id) within the keys' occurred_at
     # bounds (partitions pruned), so a replay reads the rows of the batches it repeats, never the
-    # whole month.
+    # whole month. The same statement names the events this batch landed (its keys' batch is this
+    # one), so each staged key is looked up once.
     cursor.execute(
         """
         WITH staged AS MATERIALIZED (
@@ -498,14 +499,14 @@ def _land_some(
             ) AS landed_by
             FROM settlement_usage_staging s
         ), earlier AS MATERIALIZED (
-            SELECT * FROM staged WHERE landed_by <> %s
+            SELECT * FROM staged WHERE landed_by <> %(batch)s
         ), originals AS (
             SELECT * FROM settlement_usageevent
             WHERE batch_id = ANY(ARRAY(SELECT DISTINCT landed_by FROM earlier))
               AND occurred_at BETWEEN (SELECT min(occurred_at) FROM earlier)
                                   AND (SELECT max(occurred_at) FROM earlier)
         )
-        SELECT s.idx
+        SELECT s.idx, false AS new
         FROM earlier s
         LEFT JOIN originals e
           ON e.batch_id = s.landed_by AND e.account_id = s.account_id AND e.request_id = s.request_id
@@ -515,25 +516,18 @@ def _land_some(
             AND e.cache_write_tokens = s.cache_write_tokens AND e.output_tokens = s.output_tokens
             AND e.tags IS NOT DISTINCT FROM s.tags
         )
-        ORDER BY s.idx
+        UNION ALL
+        SELECT idx, true FROM staged WHERE landed_by = %(batch)s
+        ORDER BY 1
         """,
-        [batch_id],
+        {"batch": batch_id},
     )
-    conflicts = [_conflict(by_index[idx]) for (idx,) in cursor.fetchall()]
-    duplicates = len(events) - landed - len(conflicts)
+    conflicts: list[Rejection] = []
     new_events: list[ParsedEvent] = []
-    if landed:
-        cursor.execute(
-            """
-            SELECT s.idx
-            FROM settlement_usage_staging s
-            WHERE (
-                SELECT k.batch_id
-                FROM settlement_usagekey k
-                WHERE k.account_id = s.account_id AND k.request_id = s.request_id
-            ) = %s
-            """,
-            [batch_id],
-        )
-        new_events = [by_index[idx] for (idx,) in cursor.fetchall()]
+    for idx, new in cursor.fetchall():
+        if new:
+            new_events.append(by_index[idx])
+        else:
+            conflicts.append(_conflict(by_index[idx]))
+    duplicates = len(events) - landed - len(conflicts)
     return new_events, duplicates, conflicts
