@@ -19,6 +19,7 @@ from ledger.models import JournalEntry
 from settlement.models import CloseRun, Invoice, InvoiceLine
 from settlement.services.close import PAUSE_ENV, close_run
 from tests.settlement.test_close_world import NOV_1, D, World, october_usage, world_build
+from tests.settlement.test_prepaid_shortfall import devsolo_overrun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,18 +47,6 @@ def extra_customers(world: World, n: int) -> list[Any]:
         utc("2026-10-15T10:00:00Z"),
     )
     return made
-
-
-def devsolo_overrun() -> None:
-    """devsolo spends 79.125 past the 39.5625 of october_usage: 18.6875 beyond its 100.00 wallet,
-    billed by the close on its own invoice (§11.12)."""
-    from tests.settlement.test_close_world import ingest, utc
-    from tests.settlement.test_prepaid_shortfall import devsolo_call
-
-    ingest(
-        [devsolo_call("big", at="2026-10-30T12:00:00Z", input_tokens=80_000_000, output_tokens=20_000_000)],
-        utc("2026-10-30T12:00:00Z"),
-    )
 
 
 def snapshot() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:

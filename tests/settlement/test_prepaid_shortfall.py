@@ -37,12 +37,10 @@ def devsolo_call(request_id: str, *, at: str, input_tokens: int, output_tokens: 
     }
 
 
-@pytest.fixture
-def world(db: None) -> World:
-    w = world_build()
-    october_usage(w)  # devsolo: 39.5625 of its 100.00
-    # 80M input x 0.3165 = 25.32 and 20M output x 2.69025 = 53.805: 79.125 more, 118.6875 in
-    # October; the wallet pays 100 and 18.6875 becomes a receivable.
+def devsolo_overrun() -> None:
+    """After october_usage (devsolo: 39.5625 of its 100.00): 80M input x 0.3165 = 25.32 and 20M
+    output x 2.69025 = 53.805, 79.125 more, 118.6875 in October; the wallet pays 100 and 18.6875
+    becomes a receivable."""
     ingest(
         [
             devsolo_call(
@@ -51,6 +49,13 @@ def world(db: None) -> World:
         ],
         utc("2026-10-30T12:00:00Z"),
     )
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    w = world_build()
+    october_usage(w)
+    devsolo_overrun()
     return w
 
 
