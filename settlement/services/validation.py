@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, cast
 
+import msgspec
 import orjson
 
 from settlement.models import TOKEN_CLASSES
@@ -58,6 +59,53 @@ class ParsedEvent:
     cascade_key: tuple[int, str, datetime] | None = field(default=None)
 
 
+_TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+
+
+class WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """An event as `batch_decode` reads it: the fields of §5 with the checks the decoder can make
+    itself (types, lengths, token bounds, no unknown field). A missing account is UNSET, not None:
+    an explicit null is refused, as event_parse refuses it."""
+
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    occurred_at: str
+    account: Annotated[str, msgspec.Meta(min_length=1)] | msgspec.UnsetType = msgspec.UNSET
+    input_tokens: _TokenCount = 0
+    cached_input_tokens: _TokenCount = 0
+    cache_write_tokens: _TokenCount = 0
+    output_tokens: _TokenCount = 0
+    tags: dict[str, Any] | None = None
+
+    def as_json_object(self) -> dict[str, Any]:
+        """The event as the JSON object it was decoded from (for event_parse's verdict)."""
+        fields = {name: getattr(self, name) for name in self.__struct_fields__}
+        return {name: value for name, value in fields.items() if value is not msgspec.UNSET}
+
+
+class _WireBatch(msgspec.Struct, gc=False):
+    events: list[WireEvent]
+
+
+_wire_batch: msgspec.json.Decoder[_WireBatch] = msgspec.json.Decoder(_WireBatch)
+
+
+def batch_decode(raw: bytes) -> list[Any] | None:
+    """The events of a batch body, as WireEvents, when the decoder finds every one well-formed;
+    else None, and the caller parses the body as JSON for events_parse to judge each event with its
+    reason. Decoding straight into WireEvents costs a fraction of a JSON parse and a check of every
+    field in Python (docs/benchmarks.md). Only a body of ASCII without \\u escapes is taken: its
+    strings hold no NUL, no unpaired surrogate and nothing non-ASCII, so every string is storable as
+    it is (what events_parse checks on the others)."""
+    if not raw.isascii() or b"\\u" in raw:
+        return None
+    try:
+        events: list[Any] = _wire_batch.decode(raw).events
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return events
+
+
 def events_parse(
     events: list[Any], *, default_account: str | None, received_at: datetime
 ) -> tuple[list[ParsedEvent], list[Rejection]]:
@@ -73,7 +121,44 @@ def events_parse(
     fromisoformat = datetime.fromisoformat
     small_tags = MAX_TAGS_BYTES // 4
     append = parsed.append
+    unset = msgspec.UNSET
+    occurred_at: datetime | None
     for index, raw in enumerate(events):
+        if type(raw) is WireEvent:
+            # Decoded by batch_decode: types, lengths, bounds and storability already hold.
+            wire_account = raw.account
+            account = default_account if wire_account is unset else cast(str, wire_account)
+            try:
+                occurred_at = fromisoformat(raw.occurred_at)
+            except ValueError:
+                occurred_at = None
+            if (
+                account is not None
+                and occurred_at is not None
+                and occurred_at.tzinfo is UTC
+                and occurred_at <= latest
+            ):
+                tags = raw.tags
+                text = None if tags is None else tags_text(tags)
+                if tags is None or (text is not None and len(text) <= small_tags):
+                    append(
+                        ParsedEvent(
+                            index,
+                            raw.request_id,
+                            account,
+                            raw.model,
+                            (
+                                raw.input_tokens,
+                                raw.cached_input_tokens,
+                                raw.cache_write_tokens,
+                                raw.output_tokens,
+                            ),
+                            occurred_at,
+                            text,
+                        )
+                    )
+                    continue
+            raw = raw.as_json_object()
         if type(raw) is dict and known(raw):
             get = raw.get
             request_id = get("request_id")
@@ -109,7 +194,7 @@ def events_parse(
                 and type(stamp) is str
             ):
                 try:
-                    occurred_at: datetime | None = fromisoformat(stamp)
+                    occurred_at = fromisoformat(stamp)
                 except ValueError:
                     occurred_at = None
                 if occurred_at is not None and occurred_at.tzinfo is UTC and occurred_at <= latest:

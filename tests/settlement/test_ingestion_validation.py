@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from settlement.services.validation import ParsedEvent, Rejection, event_parse, events_parse, same_content
+from settlement.api.views import _batch_body
+from settlement.services.validation import (
+    ParsedEvent,
+    Rejection,
+    WireEvent,
+    batch_decode,
+    event_parse,
+    events_parse,
+    same_content,
+)
 
 RECEIVED = datetime(2026, 10, 15, 10, 0, tzinfo=UTC)
 
@@ -215,3 +226,75 @@ def test_the_batch_parser_agrees_with_event_parse_on_every_event(
     ]
     assert parsed == [o for o in one_by_one if isinstance(o, ParsedEvent)]
     assert rejections == [o for o in one_by_one if isinstance(o, Rejection)]
+
+
+def _body(events: list[object], ascii_only: bool) -> bytes | None:
+    """The batch as a gateway would send it: \\u escapes for everything non-ASCII, or UTF-8 as it
+    is (None when the events cannot be written that way: an unpaired surrogate)."""
+    text = json.dumps({"events": events}, ensure_ascii=ascii_only)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return None
+
+
+# Events one change away from a good one: most batches of these are all well-formed, so the decoder
+# (which takes a batch only whole) is the one judging them.
+_near_good = st.one_of(
+    st.builds(good),
+    st.builds(good, request_id=st.text(st.characters(max_codepoint=127), min_size=1, max_size=201)),
+    st.builds(
+        lambda field, value: {**good(), field: value}, st.sampled_from(_FIELDS), st.sampled_from(_EDGES)
+    ),
+    st.builds(lambda field: {k: v for k, v in good().items() if k != field}, st.sampled_from(_FIELDS)),
+    st.builds(lambda stamp, tags: good(occurred_at=stamp, tags=tags), _stamps, _tags),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    events=st.one_of(
+        st.lists(_events, max_size=8),
+        st.lists(_near_good, min_size=1, max_size=3),
+        st.lists(_near_good, min_size=1, max_size=1),
+    ),
+    default_account=st.sampled_from([None, "acme"]),
+    ascii_only=st.booleans(),
+)
+def test_the_decoded_batch_agrees_with_event_parse_on_the_parsed_body(
+    events: list[object], default_account: str | None, ascii_only: bool
+) -> None:
+    body = _body(events, ascii_only)
+    if body is None:
+        return
+    decoded = batch_decode(body)
+    reference: list[Any] = _batch_body(body)["events"]
+    judged = events_parse(
+        decoded if decoded is not None else reference, default_account=default_account, received_at=RECEIVED
+    )
+    one_by_one = [
+        event_parse(i, raw, default_account=default_account, received_at=RECEIVED)
+        for i, raw in enumerate(reference)
+    ]
+    assert judged == (
+        [o for o in one_by_one if isinstance(o, ParsedEvent)],
+        [o for o in one_by_one if isinstance(o, Rejection)],
+    )
+
+
+def test_a_gateways_batch_is_decoded_and_anything_unusual_is_left_to_the_json_parser() -> None:
+    usual = json.dumps({"events": [good(), good(request_id="r-2", tags={"project": "x"})]}).encode()
+    decoded = batch_decode(usual)
+    assert decoded is not None and all(type(e) is WireEvent for e in decoded)
+    parsed, rejections = events_parse(decoded, default_account=None, received_at=RECEIVED)
+    assert rejections == [] and [e.tags_json for e in parsed] == [None, '{"project":"x"}']
+    for unusual in (
+        {"events": [good(input_tokens=-1)]},  # refused by the decoder: event_parse names the reason
+        {"events": [good(colour="red")]},
+        {"events": [good(account=None) | {"account": None}]},
+        {"events": [good(tags={"k": "\x00"})]},  # a \\u escape in the body
+        {"events": [good(tags={"项目": "测试"})]},
+        {"events": "none"},
+        [good()],
+    ):
+        assert batch_decode(json.dumps(unusual, ensure_ascii=False).encode()) is None
