@@ -97,7 +97,8 @@ def batch_decode(raw: bytes) -> list[Any] | None:
     field in Python (docs/benchmarks.md). Only a body of ASCII without \\u escapes is taken: its
     strings hold no NUL, no unpaired surrogate and nothing non-ASCII, so every string is storable as
     it is (what events_parse checks on the others)."""
-    if not raw.isascii() or b"\\u" in raw:
+    # (A lone backslash is found by memchr; a two-byte search costs 2.5 ms on a 2 MB body.)
+    if not raw.isascii() or (b"\\" in raw and b"\\u" in raw):
         return None
     try:
         events: list[Any] = _wire_batch.decode(raw).events
