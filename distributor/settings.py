@@ -177,6 +177,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 API_KEY_RATE = env_str("API_KEY_RATE", "1200/min")
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", API_KEY_RATE):
     raise ImproperlyConfigured(f"API_KEY_RATE must look like 1200/min, got {API_KEY_RATE!r}")
+# Usage batches whose transactions run at once, over all web processes (settlement.services.
+# ingestion): about the database server's cores plus one. More only contend for the same rollup
+# rows and cost PostgreSQL more CPU per event (docs/benchmarks.md); the others wait their turn.
+# 0: no limit.
+USAGE_INGEST_CONCURRENCY = env_int("USAGE_INGEST_CONCURRENCY", 3)
 # Webhook URLs on loopback, private or link-local addresses are refused (a reseller must not make
 # the worker call internal services); set it for local development and tests only.
 WEBHOOK_ALLOW_PRIVATE_HOSTS = env_bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", False)

@@ -13,13 +13,15 @@ replayed batch changes nothing.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
+from django.conf import settings
 from django.db import connection, transaction
 from psycopg import errors as psycopg_errors
 from psycopg import postgres
@@ -34,6 +36,10 @@ from settlement.services.partitions import usage_partitions_ensure
 from settlement.services.validation import ParsedEvent, Rejection, events_parse, same_content
 
 MAX_BATCH_EVENTS = 10_000
+# pg_advisory_xact_lock class of the ingestion slots (settings.USAGE_INGEST_CONCURRENCY); the
+# object id is the slot's number.
+INGEST_SLOT_LOCK_CLASS: Final = 0x5E57
+_SLOT_POLLING_SECONDS: Final = 30.0
 
 
 @dataclass(slots=True)
@@ -235,7 +241,12 @@ def _ingest(
     )
 
     touched: set[int] = set()
+    # A caller's own transaction may hold locks a slot holder waits for: only a batch that is its
+    # own transaction (the API's) waits for a slot.
+    own_transaction = not connection.in_atomic_block
     with transaction.atomic():
+        if own_transaction:
+            _ingest_slot_take()
         batch = UsageBatch.objects.create(
             received_at=received_at, caller_account_id=caller_account.pk if caller_account else None
         )
@@ -274,6 +285,37 @@ def _ingest(
     if touched:
         credit_states_refresh(account_ids=touched | {a for t in touched for a in payers[t].ancestor_ids})
     return result
+
+
+def _ingest_slot_take() -> None:
+    """Take one of settings.USAGE_INGEST_CONCURRENCY slots for the rest of the transaction, or wait
+    for one. Every batch updates the same rollup rows, and beyond about the database's cores more
+    batches in flight add no throughput: they queue on each other's row locks, retry their upserts,
+    and keep old row versions from being pruned, so updates leave their page and write every index.
+    With four batches in flight PostgreSQL spent ~265 ms of CPU a batch, with two ~185 (docs/
+    benchmarks.md). The slots are transaction-scoped advisory locks, released at commit or rollback
+    and with a connection that dies.
+
+    A waiting batch polls instead of blocking in pg_advisory_xact_lock: a statement blocked in it
+    holds a snapshot, and a snapshot held anywhere stops the pruning that the slots are there to
+    allow. After _SLOT_POLLING_SECONDS it blocks after all (where PostgreSQL's deadlock detector sees
+    it)."""
+    slots = settings.USAGE_INGEST_CONCURRENCY
+    if not slots:
+        return
+    pause = 0.001
+    deadline = time.monotonic() + _SLOT_POLLING_SECONDS
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT s FROM generate_series(0, %s) s WHERE pg_try_advisory_xact_lock(%s, s) LIMIT 1",
+                [slots - 1, INGEST_SLOT_LOCK_CLASS],
+            )
+            if cursor.fetchone() is not None:
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, 0.016)
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [INGEST_SLOT_LOCK_CLASS, 0])
 
 
 def _utc_months_of_day(start: datetime) -> tuple[date, date]:

@@ -9,6 +9,7 @@ The helpers here are shared by test_rating.py and test_authorization.py.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -16,10 +17,11 @@ from typing import Any
 
 import factory
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from settlement.models import UsageBatch, UsageEvent, UsageKey, UsageRollup
 from settlement.services import usage_ingest
+from settlement.services.ingestion import INGEST_SLOT_LOCK_CLASS
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RECEIVED = datetime(2026, 10, 15, 10, 5, tzinfo=UTC)
@@ -523,3 +525,44 @@ def test_partitions_are_made_ahead_once(db: None) -> None:
     assert usage_partitions_ahead(today=datetime(2031, 2, 1).date(), months_ahead=1) == []
     # The beat task runs the same service for the current month and the next three.
     assert len(usage_partitions_ensure_task.delay().get()) <= 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_waits_for_an_ingestion_slot_and_lands_when_one_frees(settings: Any) -> None:
+    """settings.USAGE_INGEST_CONCURRENCY transactions ingest at once; another batch waits (holding
+    no lock and no snapshot) until one of them ends, then lands whole."""
+    settings.USAGE_INGEST_CONCURRENCY = 2
+    world_build()
+    events = [UsageEventFactory(request_id=f"s-{i}") for i in range(3)]
+    outcome: list[Any] = []
+    sender = threading.Thread(target=lambda: outcome.extend(ingest_concurrently([events])))
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Another connection's transactions hold both slots.
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, 0), pg_advisory_xact_lock(%s, 1)",
+                [INGEST_SLOT_LOCK_CLASS, INGEST_SLOT_LOCK_CLASS],
+            )
+            sender.start()
+            sender.join(timeout=0.5)
+            assert sender.is_alive() and outcome == []
+            # The waiting batch holds no snapshot (but for the instant of each try): nothing keeps
+            # old row versions from being pruned while it waits.
+            holding = []
+            for _ in range(10):
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL"
+                )
+                holding.append(cursor.fetchone()[0])
+                time.sleep(0.02)
+            assert holding.count(0) >= 8, holding
+        sender.join(timeout=30)
+        assert [counts(r) for r in outcome] == [(3, 0, 0)]
+        # One slot free: the next batch takes it at once.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [INGEST_SLOT_LOCK_CLASS])
+            again = ingest_concurrently([[UsageEventFactory(request_id="s-9")]])
+            assert [counts(r) for r in again] == [(1, 0, 0)]
+    finally:
+        truncate_events()
