@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 
 CACHE_PREFIX = "settlement:credit:"
 # Refreshes keep entries current; the timeout only bounds how long a missed refresh can linger.
@@ -63,39 +63,37 @@ def _cache_key(account_id: int) -> str:
     return f"{CACHE_PREFIX}{account_id}"
 
 
+# Each account with its receivable (debit-normal) and deposits (credit-normal) in its own book and
+# currency, both as a positive "owed" figure (0 without a balance row).
+_ACCOUNTS_WITH_BALANCES = """
+SELECT a.id, a.code, a.status, a.terms, a.currency, a.credit_limit,
+       COALESCE((SELECT b.debits - b.credits FROM ledger_accountbalance b
+                 JOIN ledger_ledgeraccount la ON la.id = b.ledger_account_id
+                 WHERE la.book_id = a.book_id AND la.code = 'receivables'
+                   AND b.counterparty = 'account:' || a.code AND b.currency = a.currency), 0),
+       COALESCE((SELECT b.credits - b.debits FROM ledger_accountbalance b
+                 JOIN ledger_ledgeraccount la ON la.id = b.ledger_account_id
+                 WHERE la.book_id = a.book_id AND la.code = 'customer_deposits'
+                   AND b.counterparty = 'account:' || a.code AND b.currency = a.currency), 0)
+FROM accounts_account a
+WHERE a.id = ANY(%s)
+"""
+
+
 def credit_states_compute(*, account_ids: Iterable[int]) -> dict[int, CreditState]:
-    """Status and available credit of these accounts from the database, set-based (four queries)."""
-    from accounts.models import Account
-    from ledger.models import AccountBalance
+    """Status and available credit of these accounts from the database, set-based (two queries)."""
     from settlement.selectors import unbilled_by_payer
 
     ids = set(account_ids)
     if not ids:
         return {}
-    accounts = list(
-        Account.objects.filter(pk__in=ids).values_list(
-            "id", "code", "status", "terms", "currency", "credit_limit", "book_id"
-        )
-    )
-    counterparties = {f"account:{row[1]}" for row in accounts}
-    balances: dict[tuple[int, str, str, str], Decimal] = {}
-    for book_id, code, counterparty, currency, debits, credits in AccountBalance.objects.filter(
-        ledger_account__book_id__in={row[6] for row in accounts},
-        ledger_account__code__in=("receivables", "customer_deposits"),
-        counterparty__in=counterparties,
-    ).values_list(
-        "ledger_account__book_id", "ledger_account__code", "counterparty", "currency", "debits", "credits"
-    ):
-        # Debit-normal receivables, credit-normal deposits: both stored as a positive "owed" figure.
-        balances[(book_id, code, counterparty, currency)] = (
-            debits - credits if code == "receivables" else credits - debits
-        )
+    with connection.cursor() as cursor:
+        # One statement, not two ORM queries: it runs for ~450 accounts after every usage batch.
+        cursor.execute(_ACCOUNTS_WITH_BALANCES, [sorted(ids)])
+        accounts = cursor.fetchall()
     unbilled = unbilled_by_payer(payer_account_ids=ids)
     states: dict[int, CreditState] = {}
-    for pk, code, status, terms, currency, credit_limit, book_id in accounts:
-        counterparty = f"account:{code}"
-        receivable = balances.get((book_id, "receivables", counterparty, currency), Decimal(0))
-        deposits = balances.get((book_id, "customer_deposits", counterparty, currency), Decimal(0))
+    for pk, code, status, terms, currency, credit_limit, receivable, deposits in accounts:
         if terms == "prepaid":
             available = max(deposits, Decimal(0))
         else:
