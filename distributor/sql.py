@@ -8,7 +8,7 @@ from typing import Any
 from django.db import connection
 
 
-def array_literal(values: list[Any]) -> str:
+def array_literal(values: Sequence[Any]) -> str:
     """A PostgreSQL array literal (`{1,2,NULL}`, `{"a","b"}`) for an `%s::type[]` parameter.
 
     Why not pass the list: psycopg adapts a list element by element in Python (with a regex per text

@@ -356,26 +356,26 @@ def _rollups_upsert(lines: dict[tuple[int, int, date, str, Decimal, bool], _Line
     # class, price) order, the order the grouped statement locks them in too.
     days = {key[2] for key in lines}
     grouped = len(days) != len({day.replace(day=1) for day in days})
-    columns: list[list[Any]] = [[] for _ in range(13)]
-    for (payer_id, model_id, day, token_class, unit_price, prepaid), line in ordered:
-        for i, value in enumerate(
-            (
-                payer_id,
-                line.payee_book_id,
-                line.payee_account_id,
-                model_id,
-                line.model_code,
-                day,
-                token_class,
-                unit_price,
-                line.currency,
-                prepaid,
-                line.price_list_id,
-                line.tokens,
-                line.amount,
-            )
-        ):
-            columns[i].append(value)
+    # Rows, then columns by zip (in C): ~3x cheaper than appending each value to its column.
+    rows = [
+        (
+            payer_id,
+            line.payee_book_id,
+            line.payee_account_id,
+            model_id,
+            line.model_code,
+            day,
+            token_class,
+            unit_price,
+            line.currency,
+            prepaid,
+            line.price_list_id,
+            line.tokens,
+            line.amount,
+        )
+        for (payer_id, model_id, day, token_class, unit_price, prepaid), line in ordered
+    ]
+    columns = list(zip(*rows, strict=True))
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
