@@ -102,7 +102,8 @@ def batch_decode(raw: bytes) -> list[Any] | None:
         return None
     try:
         events: list[Any] = _wire_batch.decode(raw).events
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        # (RecursionError: tags nested deeper than the decoder goes; the JSON parse refuses them.)
         return None
     return events
 

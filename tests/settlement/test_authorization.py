@@ -157,10 +157,16 @@ def test_an_accounts_key_posts_its_usage(acme_key: str) -> None:
         ("[1, 2]", 'the body must be a JSON object like {"events": [...]}'),
         ({"events": {"a": 1}}, "events must be a list"),
         ({"events": [{}] * 10_001}, "a batch holds at most 10000 events, got 10001"),
-        # Valid JSON nested past what either parser follows (orjson stops at 1024 levels, the
-        # standard library at its recursion limit).
+        # Valid JSON nested past what the parsers follow (msgspec and the standard library stop
+        # at their recursion limits), in an event or in the tags of an otherwise good event.
         ('{"events": [' + "[" * 5000 + "]" * 5000 + "]}", "the body nests too deeply"),
+        (
+            '{"events": [{"request_id": "d-1", "account": "acme", "model": "glm-5", '
+            '"occurred_at": "2026-10-15T10:00:00Z", "tags": ' + '{"a":' * 5000 + "1" + "}" * 5000 + "}]}",
+            "the body nests too deeply",
+        ),
     ],
+    ids=["not-json", "not-an-object", "events-not-a-list", "too-many", "deep-event", "deep-tags"],
 )
 def test_a_malformed_body_is_a_400_that_writes_nothing(acme_key: str, body: Any, message: str) -> None:
     response = post_batch(api(acme_key), body)

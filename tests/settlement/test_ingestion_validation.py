@@ -298,3 +298,8 @@ def test_a_gateways_batch_is_decoded_and_anything_unusual_is_left_to_the_json_pa
         [good()],
     ):
         assert batch_decode(json.dumps(unusual, ensure_ascii=False).encode()) is None
+    # Tags nested deeper than any decoder goes: left to the JSON parser, which refuses the body.
+    deep = json.dumps({"events": [good(tags={"a": 1})]}).replace(
+        '{"a": 1}', '{"a":' * 5000 + "1" + "}" * 5000
+    )
+    assert batch_decode(deep.encode()) is None
