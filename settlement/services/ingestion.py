@@ -2,8 +2,9 @@
 the credit cache of every account it touched.
 
 Exactly-once: the key table is UNIQUE (account, request_id). A batch of new events is
-COPYed straight into the key and event tables; if any key exists, that attempt is rolled back to
-its savepoint and the batch goes through a staging table, where
+COPYed straight into the event table and its keys inserted from the rows just landed; if any key
+exists, that attempt is rolled back to its savepoint and the batch goes through a staging table,
+where
 `INSERT INTO settlement_usagekey ... ON CONFLICT DO NOTHING` learns which are new. The key index
 serialises concurrent replays of one batch, so every event is counted once however many connections
 send it. Only new events reach the event table, the rollups, the upstream draw and the wallets; a
@@ -18,7 +19,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from operator import attrgetter
 from typing import Any, Final
 
 from django.conf import settings
@@ -362,10 +362,12 @@ _EVENT_TYPES = [
     *("timestamptz", "timestamptz", "int8", "jsonb"),
 ]
 _EVENT_COPY = f"COPY settlement_usageevent ({_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-_KEY_COPY = (
-    "COPY settlement_usagekey (account_id, request_id, occurred_at, batch_id) FROM STDIN (FORMAT BINARY)"
-)
-_KEY_TYPES = ["int8", "varchar", "timestamptz", "int8"]
+_KEYS_OF_BATCH = """
+INSERT INTO settlement_usagekey (account_id, request_id, occurred_at, batch_id)
+SELECT account_id, request_id, occurred_at, batch_id FROM settlement_usageevent
+WHERE batch_id = %s AND occurred_at BETWEEN %s AND %s
+ORDER BY account_id, request_id
+"""
 # The event table's columns, then the event's index in the batch.
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS settlement_usage_staging (
@@ -424,32 +426,26 @@ class _JsonbFromText(Dumper):
         return b"\x01" + obj.encode()
 
 
-_key_order = attrgetter("account_id", "request_id")
-
-
 def _land(
     batch_id: int, events: list[ParsedEvent], received_at: datetime
 ) -> tuple[list[ParsedEvent], int, list[Rejection]]:
     """Claim the events' keys and append the new ones to the event table. Returns (new events,
     duplicates of earlier batches, conflicts).
 
-    A batch of new events (the common case) is COPYed straight into the key table and the event
-    table, the raw ceiling's own path. If any key exists already (a replay, or a concurrent batch
-    sharing keys that committed first) the key table's unique index refuses the COPY; the attempt is
-    rolled back to its savepoint and the batch goes the careful way, through a staging table and
-    `ON CONFLICT DO NOTHING`."""
+    A batch of new events (the common case) is COPYed straight into the event table, the raw
+    ceiling's own path, and its keys are inserted from those rows. If any key exists already (a
+    replay, or a concurrent batch sharing keys that committed first) the key table's unique index
+    refuses them; the attempt is rolled back to its savepoint and the batch goes the careful way,
+    through a staging table and `ON CONFLICT DO NOTHING`."""
     if not events:
         return [], 0, []
-    # One order for every batch (the SQL path's too: "C" collation is code point order, as
-    # Python's), so two batches sharing keys queue on the key index instead of deadlocking.
-    ordered = sorted(events, key=_key_order)
     with connection.cursor() as cursor:
         cursor.cursor.adapters.register_dumper(_RawJsonb, _JsonbFromText)
-        if not _some_landed_before(cursor, ordered) and _land_new(
-            cursor.cursor, batch_id, ordered, received_at
+        if not _some_landed_before(cursor, events) and _land_new(
+            cursor.cursor, batch_id, events, received_at
         ):
             return events, 0, []
-        return _land_some(cursor, batch_id, ordered, received_at)
+        return _land_some(cursor, batch_id, events, received_at)
 
 
 def _some_landed_before(cursor: Any, events: list[ParsedEvent]) -> bool:
@@ -465,19 +461,23 @@ def _some_landed_before(cursor: Any, events: list[ParsedEvent]) -> bool:
 
 
 def _land_new(raw_cursor: Any, batch_id: int, events: list[ParsedEvent], received_at: datetime) -> bool:
-    """COPY every event and its key; False (and nothing written) if some key exists already."""
+    """COPY every event, then claim their keys from the rows just landed (through the event table's
+    batch_id index, within the batch's occurred_at bounds: partitions pruned); False (and nothing
+    written) if some key exists already. The keys go in (account, request_id) order, the staging
+    path's too ("C" collation: code point order), so two batches sharing keys queue on the key
+    index instead of deadlocking; PostgreSQL sorts them, which costs less than Python sorting the
+    events and sending the keys in a second COPY."""
     try:
         with transaction.atomic():
-            with raw_cursor.copy(_KEY_COPY) as copy:
-                copy.set_types(_KEY_TYPES)
-                write_row = copy.write_row
-                for e in events:
-                    write_row((e.account_id, e.request_id, e.occurred_at, batch_id))
             with raw_cursor.copy(_EVENT_COPY) as copy:
                 copy.set_types(_EVENT_TYPES)
                 write_row = copy.write_row
                 for row in _event_rows(events, received_at, batch_id):
                     write_row(row)
+            raw_cursor.execute(
+                _KEYS_OF_BATCH,
+                [batch_id, min(e.occurred_at for e in events), max(e.occurred_at for e in events)],
+            )
     except (psycopg_errors.UniqueViolation, psycopg_errors.DeadlockDetected):
         return False
     return True
