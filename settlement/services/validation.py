@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -125,43 +125,19 @@ def events_parse(
     append = parsed.append
     unset = msgspec.UNSET
     occurred_at: datetime | None
+    account: Any
+    tags: Any
+    well_formed: Any  # the last test's value, as `and` gives it
     for index, raw in enumerate(events):
-        if type(raw) is WireEvent:
+        kind = type(raw)
+        # Each shape's own test; the stamp and the tags are tested once, below, for both.
+        if kind is WireEvent:
             # Decoded by batch_decode: types, lengths, bounds and storability already hold.
-            wire_account = raw.account
-            account = default_account if wire_account is unset else cast(str, wire_account)
-            try:
-                occurred_at = fromisoformat(raw.occurred_at)
-            except ValueError:
-                occurred_at = None
-            if (
-                account is not None
-                and occurred_at is not None
-                and occurred_at.tzinfo is UTC
-                and occurred_at <= latest
-            ):
-                tags = raw.tags
-                text = None if tags is None else tags_text(tags)
-                if tags is None or (text is not None and len(text) <= small_tags):
-                    append(
-                        ParsedEvent(
-                            index,
-                            raw.request_id,
-                            account,
-                            raw.model,
-                            (
-                                raw.input_tokens,
-                                raw.cached_input_tokens,
-                                raw.cache_write_tokens,
-                                raw.output_tokens,
-                            ),
-                            occurred_at,
-                            text,
-                        )
-                    )
-                    continue
-            raw = raw.as_json_object()
-        if type(raw) is dict and known(raw):
+            request_id, model, stamp, tags = raw.request_id, raw.model, raw.occurred_at, raw.tags
+            account = default_account if raw.account is unset else raw.account
+            tokens = (raw.input_tokens, raw.cached_input_tokens, raw.cache_write_tokens, raw.output_tokens)
+            well_formed = account is not None
+        elif kind is dict and known(raw):
             get = raw.get
             request_id = get("request_id")
             account = get("account", default_account)
@@ -171,7 +147,9 @@ def events_parse(
             t2 = get("cache_write_tokens", 0)
             t3 = get("output_tokens", 0)
             stamp = get("occurred_at")
-            if (
+            tags = get("tags")
+            tokens = (t0, t1, t2, t3)
+            well_formed = (
                 type(request_id) is str
                 and 0 < len(request_id) <= 200
                 and type(account) is str
@@ -194,29 +172,25 @@ def events_parse(
                 and 0 <= t2 <= MAX_TOKENS
                 and 0 <= t3 <= MAX_TOKENS
                 and type(stamp) is str
-            ):
-                try:
-                    occurred_at = fromisoformat(stamp)
-                except ValueError:
-                    occurred_at = None
-                if occurred_at is not None and occurred_at.tzinfo is UTC and occurred_at <= latest:
-                    tags = get("tags")
-                    if tags is None:
-                        append(
-                            ParsedEvent(
-                                index, request_id, account, model, (t0, t1, t2, t3), occurred_at, None
-                            )
-                        )
+            )
+        else:
+            well_formed = False
+        if well_formed:
+            try:
+                occurred_at = fromisoformat(stamp)
+            except ValueError:
+                occurred_at = None
+            if occurred_at is not None and occurred_at.tzinfo is UTC and occurred_at <= latest:
+                if tags is None:
+                    append(ParsedEvent(index, request_id, account, model, tokens, occurred_at, None))
+                    continue
+                if type(tags) is dict:
+                    text = tags_text(tags)
+                    if text is not None and len(text) <= small_tags and _tags_storable(tags, text):
+                        append(ParsedEvent(index, request_id, account, model, tokens, occurred_at, text))
                         continue
-                    if type(tags) is dict:
-                        text = tags_text(tags)
-                        if text is not None and len(text) <= small_tags and _tags_storable(tags, text):
-                            append(
-                                ParsedEvent(
-                                    index, request_id, account, model, (t0, t1, t2, t3), occurred_at, text
-                                )
-                            )
-                            continue
+        if kind is WireEvent:
+            raw = raw.as_json_object()
         outcome = event_parse(index, raw, default_account=default_account, received_at=received_at)
         if isinstance(outcome, Rejection):
             rejections.append(outcome)
