@@ -67,15 +67,16 @@ def _cache_key(account_id: int) -> str:
 # currency, both as a positive "owed" figure (0 without a balance row).
 _ACCOUNTS_WITH_BALANCES = """
 SELECT a.id, a.code, a.status, a.terms, a.currency, a.credit_limit,
-       COALESCE((SELECT b.debits - b.credits FROM ledger_accountbalance b
-                 JOIN ledger_ledgeraccount la ON la.id = b.ledger_account_id
-                 WHERE la.book_id = a.book_id AND la.code = 'receivables'
-                   AND b.counterparty = 'account:' || a.code AND b.currency = a.currency), 0),
-       COALESCE((SELECT b.credits - b.debits FROM ledger_accountbalance b
-                 JOIN ledger_ledgeraccount la ON la.id = b.ledger_account_id
-                 WHERE la.book_id = a.book_id AND la.code = 'customer_deposits'
-                   AND b.counterparty = 'account:' || a.code AND b.currency = a.currency), 0)
+       COALESCE(owed.receivable, 0), COALESCE(owed.deposits, 0)
 FROM accounts_account a
+LEFT JOIN LATERAL (
+    SELECT sum(b.debits - b.credits) FILTER (WHERE la.code = 'receivables') AS receivable,
+           sum(b.credits - b.debits) FILTER (WHERE la.code = 'customer_deposits') AS deposits
+    FROM ledger_ledgeraccount la
+    JOIN ledger_accountbalance b ON b.ledger_account_id = la.id
+    WHERE la.book_id = a.book_id AND la.code IN ('receivables', 'customer_deposits')
+      AND b.counterparty = 'account:' || a.code AND b.currency = a.currency
+) owed ON true
 WHERE a.id = ANY(%s)
 """
 
