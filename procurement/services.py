@@ -583,14 +583,23 @@ def _draw(book: Book, pending: list[_Pending]) -> None:
         for entry, items in zip(entries, entry_charges, strict=True)
         for item in items
     }
-    columns: list[list[object]] = [[] for _ in range(7)]
+    rows: list[tuple[object, ...]] = []
     for item in sorted(pending, key=lambda p: p.charge_id):
         drawn_list = sum((take for _, take, _ in item.draws), Decimal(0))
         drawn_cost = sum((cost for _, _, cost in item.draws), Decimal(0))
         accrued_payable = _overage_cost(item.accrued_list)
-        row = (item.charge_id, drawn_list, drawn_cost, item.accrued_list, accrued_payable)
-        for i, value in enumerate((*row, drawn_cost + accrued_payable, entry_of.get(item.charge_id))):
-            columns[i].append(value)
+        cost = drawn_cost + accrued_payable
+        rows.append(
+            (
+                item.charge_id,
+                drawn_list,
+                drawn_cost,
+                item.accrued_list,
+                accrued_payable,
+                cost,
+                entry_of.get(item.charge_id),
+            )
+        )
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -602,7 +611,7 @@ def _draw(book: Book, pending: list[_Pending]) -> None:
                  AS t(id, drawn_list, drawn_cost, accrued_list, accrued_payable, cost, entry_id)
             WHERE c.id = t.id
             """,
-            columns,
+            [list(column) for column in zip(*rows, strict=True)],
         )
 
 
@@ -644,11 +653,16 @@ def _cost_entry(items: list[_Pending]) -> EntryDraft | None:
     )
 
 
+_RESULT_FIELDS = (
+    *("pk", "idempotency_key", "cost", "drawn_list", "accrued_payable", "drawn_cost", "accrued_list"),
+    *("list_charge", "entry_id"),
+)
+
+
 def _results(book: Book, unique: dict[str, UpstreamCostRequest]) -> dict[str, UpstreamCost]:
-    fields = ("pk", "idempotency_key", "cost", "drawn_list", "accrued_payable", "drawn_cost")
     charges = list(
         UpstreamCharge.objects.filter(book=book, idempotency_key__in=list(unique)).values_list(
-            *fields, "accrued_list", "list_charge", "entry_id"
+            *_RESULT_FIELDS
         )
     )
     draws: dict[int, list[Draw]] = defaultdict(list)
