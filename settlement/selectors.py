@@ -16,7 +16,7 @@ from django.db.models.functions import TruncMonth
 from ledger.models import Book, Posting, Side
 from settlement.models import InvoiceLine, InvoiceLineKind, UpstreamCostRollup, UsageBatch, UsageRollup
 
-# The prepaid drawdown entries' source (settlement.services.rating._drawdowns_post).
+# The source_type of the prepaid drawdown entries (settlement.services.rating._drawdowns_post).
 DRAWDOWN_SOURCE = "usage_batch"
 
 

@@ -28,6 +28,7 @@ from distributor.sql import array_literal
 from ledger.models import Book
 from ledger.services import EntryDraft, credit, debit, entries_post
 from settlement.models import TOKEN_CLASSES
+from settlement.selectors import DRAWDOWN_SOURCE
 from settlement.services.validation import ParsedEvent
 
 MILLION = Decimal(1_000_000)
@@ -543,7 +544,7 @@ def _drawdowns_post(
                     occurred_at=received_at,
                     legs=legs,
                     description=f"Usage drawdown of {payer.code}",
-                    source_type="usage_batch",
+                    source_type=DRAWDOWN_SOURCE,
                     source_id=batch_key,
                 )
             )
