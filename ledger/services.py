@@ -1,5 +1,6 @@
 """The only writer of the books. Every money movement in the project posts through
-`entries_post` (or its one-entry form `entry_post`); nothing else inserts entries or postings.
+`entries_post_ids` (or `entries_post`, which reads the entries back, or its one-entry form
+`entry_post`); nothing else inserts entries or postings.
 
 Posting is idempotent per (book, idempotency key): the same key with the same content returns the
 first entry; the same key with different content is refused. Balance rows are locked in one order
@@ -185,6 +186,15 @@ def entry_post(
 
 def entries_post(*, book: Book, drafts: Sequence[EntryDraft]) -> list[JournalEntry]:
     """Post many entries in one transaction, set-based; returns them in the order given."""
+    with transaction.atomic():
+        ids = entries_post_ids(book=book, drafts=drafts)
+        entries = JournalEntry.objects.in_bulk(set(ids))
+    return [entries[pk] for pk in ids]
+
+
+def entries_post_ids(*, book: Book, drafts: Sequence[EntryDraft]) -> list[int]:
+    """`entries_post` for a caller that needs only the entries' ids (in the order given): it reads
+    no entry back. Usage batches post three entries each and keep nothing of them but an id."""
     if not drafts:
         return []
     chart = _chart(book)
@@ -204,20 +214,17 @@ def entries_post(*, book: Book, drafts: Sequence[EntryDraft]) -> list[JournalEnt
 
     with transaction.atomic():
         try:
-            created = _insert_entries(book, unique)
+            ids = _insert_entries(book, unique)
         except IntegrityError as exc:
             # The only other unique rule on entries: an entry is reversed at most once.
             raise Conflict("that entry has already been reversed", details={"keys": keys[:10]}) from exc
-        existing_keys = [k for k in keys if k not in created]
+        new = [(ids[d.idempotency_key], d) for d, _ in unique if d.idempotency_key in ids]
+        existing_keys = [k for k in keys if k not in ids]
         if existing_keys:
-            _check_existing(book, existing_keys, by_key)
-        new = [(created[d.idempotency_key], d) for d, _ in unique if d.idempotency_key in created]
+            ids.update(_check_existing(book, existing_keys, by_key))
         if new:
             _insert_postings_and_balances(chart, new)
-        entries = {
-            e.idempotency_key: e for e in JournalEntry.objects.filter(book=book, idempotency_key__in=keys)
-        }
-    return [entries[d.idempotency_key] for d in drafts]
+    return [ids[d.idempotency_key] for d in drafts]
 
 
 def _insert_entries(book: Book, unique: list[tuple[EntryDraft, str]]) -> dict[str, int]:
@@ -251,18 +258,23 @@ def _insert_entries(book: Book, unique: list[tuple[EntryDraft, str]]) -> dict[st
         return dict(cur.fetchall())
 
 
-def _check_existing(book: Book, keys: list[str], by_key: dict[str, tuple[EntryDraft, str]]) -> None:
-    stored = dict(
-        JournalEntry.objects.filter(book=book, idempotency_key__in=keys).values_list(
-            "idempotency_key", "content_hash"
-        )
-    )
+def _check_existing(book: Book, keys: list[str], by_key: dict[str, tuple[EntryDraft, str]]) -> dict[str, int]:
+    """The ids of the entries already posted under these keys, each checked to hold the same
+    content as its draft."""
+    stored = {
+        key: (pk, content_hash)
+        for key, pk, content_hash in JournalEntry.objects.filter(
+            book=book, idempotency_key__in=keys
+        ).values_list("idempotency_key", "pk", "content_hash")
+    }
     for key in keys:
-        if stored.get(key) != by_key[key][1]:
+        found = stored.get(key)
+        if found is None or found[1] != by_key[key][1]:
             raise Conflict(
                 "an entry with this idempotency key was already posted with different content",
                 details={"idempotency_key": key},
             )
+    return {key: pk for key, (pk, _) in stored.items()}
 
 
 def _insert_postings_and_balances(chart: dict[str, int], new: list[tuple[int, EntryDraft]]) -> None:

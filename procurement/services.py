@@ -29,7 +29,7 @@ from distributor.money import (
     to_decimal,
 )
 from ledger.models import Book
-from ledger.services import EntryDraft, Leg, entries_post, entry_post
+from ledger.services import EntryDraft, Leg, entries_post, entries_post_ids, entry_post
 from ledger.services import credit as credit_leg
 from ledger.services import debit as debit_leg
 from procurement.models import (
@@ -576,11 +576,11 @@ def _draw(book: Book, pending: list[_Pending]) -> None:
         if draft is not None:
             drafts.append(draft)
             entry_charges.append(items)
-    entries = entries_post(book=book, drafts=drafts)
+    entry_ids = entries_post_ids(book=book, drafts=drafts)
 
     entry_of = {
-        item.charge_id: entry.pk
-        for entry, items in zip(entries, entry_charges, strict=True)
+        item.charge_id: entry_id
+        for entry_id, items in zip(entry_ids, entry_charges, strict=True)
         for item in items
     }
     rows: list[tuple[object, ...]] = []

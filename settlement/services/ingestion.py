@@ -170,10 +170,12 @@ def _ingest(
     # Decided once per account, not per event: the accounts this caller may report for.
     allowed = {code: p for code, p in by_code.items() if _in_scope(p, caller_account, service)}
     models = _models_by_code({e.model_code for e in parsed})
+    model_ids = {code: model.pk for code, model in models.items()}
 
     # Resolve accounts and models, drop in-batch repeats (same key twice in one batch), and name
     # each event's (account, model, day start): its cascade of prices.
-    zones = rating.book_zones({p.book_id for p in allowed.values()})
+    books = rating.books_load({p.book_id for p in allowed.values()})
+    zones = rating.book_zones(books)
     account_zones = {p.id: zones[p.book_id] for p in allowed.values()}
     day_start = rating.DayStarts()
     resolved: list[ParsedEvent] = []
@@ -188,7 +190,7 @@ def _ingest(
                 code, reason = "unknown_account", f"unknown account {event.account_code!r}"
             rejections.append(Rejection(event.index, event.request_id, code, reason))
             continue
-        model_id = models.get(event.model_code)
+        model_id = model_ids.get(event.model_code)
         if model_id is None:
             rejections.append(
                 Rejection(
@@ -256,20 +258,25 @@ def _ingest(
             payers.update(
                 payers_load(ids=[hop.payer_id for c in cascades.values() if c for hop in c.hops], memo=memo)
             )
-            zones.update(
-                rating.book_zones(
-                    {hop.payee_book_id for c in cascades.values() if c for hop in c.hops}
-                    | {c.root_book_id for c in cascades.values() if c}
+            books.update(
+                rating.books_load(
+                    (
+                        {hop.payee_book_id for c in cascades.values() if c for hop in c.hops}
+                        | {c.root_book_id for c in cascades.values() if c}
+                    )
+                    - books.keys()
                 )
             )
             rated = rating.usage_rate(
                 events=new,
                 cascades=cascades,
                 payers=payers,
-                zones=zones,
+                zones=rating.book_zones(books),
                 received_at=received_at,
                 batch_key=str(batch.pk),
+                books=books,
                 providers=_providers({c.provider_id for c in cascades.values() if c}),
+                models={model.pk: model for model in models.values()},
             )
             touched = rated.touched_account_ids
         rejections.sort(key=lambda r: r.index)
@@ -334,21 +341,18 @@ def _conflict(event: ParsedEvent) -> Rejection:
     )
 
 
-def _models_by_code(codes: set[str]) -> dict[str, int]:
+def _models_by_code(codes: set[str]) -> dict[str, Any]:
     if not codes:
         return {}
     from procurement.models import ProviderModel
 
-    return dict(ProviderModel.objects.filter(code__in=codes).values_list("code", "pk"))
+    return {model.code: model for model in ProviderModel.objects.filter(code__in=codes)}
 
 
-def _providers(ids: set[int]) -> dict[int, tuple[str, str]]:
+def _providers(ids: set[int]) -> dict[int, Any]:
     from procurement.models import Provider
 
-    return {
-        pk: (code, cur)
-        for pk, code, cur in Provider.objects.filter(pk__in=ids).values_list("pk", "code", "currency")
-    }
+    return Provider.objects.in_bulk(ids)
 
 
 _EVENT_COLUMN_NAMES = (

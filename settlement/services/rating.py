@@ -26,7 +26,7 @@ from django.db import connection
 
 from distributor.sql import array_literal
 from ledger.models import Book
-from ledger.services import EntryDraft, credit, debit, entries_post
+from ledger.services import EntryDraft, credit, debit, entries_post_ids
 from settlement.models import TOKEN_CLASSES
 from settlement.selectors import DRAWDOWN_SOURCE
 from settlement.services.validation import ParsedEvent
@@ -65,10 +65,14 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     return found
 
 
-def book_zones(book_ids: Iterable[int]) -> dict[int, zoneinfo.ZoneInfo]:
-    return {
-        pk: zone(tz) for pk, tz in Book.objects.filter(pk__in=set(book_ids)).values_list("pk", "timezone")
-    }
+def books_load(book_ids: Iterable[int]) -> dict[int, Book]:
+    """The books of a batch, read once: their zones name the days, and the upstream draw and the
+    drawdowns post in them."""
+    return Book.objects.in_bulk(set(book_ids))
+
+
+def book_zones(books: dict[int, Book]) -> dict[int, zoneinfo.ZoneInfo]:
+    return {pk: zone(book.timezone) for pk, book in books.items()}
 
 
 def day_start(moment: datetime, tz: zoneinfo.ZoneInfo) -> datetime:
@@ -238,10 +242,13 @@ def usage_rate(
     zones: dict[int, zoneinfo.ZoneInfo],
     received_at: datetime,
     batch_key: str,
-    providers: dict[int, tuple[str, str]],
+    books: dict[int, Book],
+    providers: dict[int, Any],
+    models: dict[int, Any],
 ) -> RatingOutcome:
     """Rate the batch's new events into the rollups, draw the upstream cost and the prepaid
-    wallets. Runs inside the ingestion transaction: a failure leaves no trace."""
+    wallets. Runs inside the ingestion transaction: a failure leaves no trace. `books`, `providers`
+    and `models` (by id) hold every book, provider and model of the cascades."""
     outcome = RatingOutcome()
     if not events:
         return outcome
@@ -300,15 +307,19 @@ def usage_rate(
         up_key = (cascade.root_book_id, cascade.provider_id, cascade.model_id, root_day)
         up = upstream.get(up_key)
         if up is None:
-            up = upstream[up_key] = _Upstream(model_code=key[1], currency=providers[cascade.provider_id][1])
+            up = upstream[up_key] = _Upstream(
+                model_code=key[1], currency=providers[cascade.provider_id].currency
+            )
         for i, (token_class, tokens) in enumerate(zip(TOKEN_CLASSES, counts, strict=True)):
             if tokens:
                 up.tokens[i] += tokens
                 up.list_charge += tokens * cascade.list_prices[token_class] / MILLION
 
     outcome.rollup_rows = _rollups_upsert(lines)
-    outcome.upstream_rows = _upstream_draw_and_upsert(upstream, providers, received_at, batch_key)
-    outcome.drawdowns = _drawdowns_post(drawdowns, payers, received_at, batch_key)
+    outcome.upstream_rows = _upstream_draw_and_upsert(
+        upstream, books, providers, models, received_at, batch_key
+    )
+    outcome.drawdowns = _drawdowns_post(drawdowns, payers, books, received_at, batch_key)
     return outcome
 
 
@@ -413,19 +424,17 @@ def _rollups_upsert(lines: dict[tuple[int, int, date, str, Decimal, bool], _Line
 
 def _upstream_draw_and_upsert(
     upstream: dict[tuple[int, int, int, date], _Upstream],
-    providers: dict[int, tuple[str, str]],
+    books: dict[int, Book],
+    providers: dict[int, Any],
+    models: dict[int, Any],
     received_at: datetime,
     batch_key: str,
 ) -> int:
     if not upstream:
         return 0
-    from procurement.models import Provider, ProviderModel
     from procurement.services import UpstreamCostRequest, upstream_cost_draw_many
 
     ordered = sorted(upstream.items(), key=lambda item: item[0])
-    books = Book.objects.in_bulk({key[0] for key, _ in ordered})
-    provider_rows = Provider.objects.in_bulk({key[1] for key, _ in ordered})
-    model_rows = ProviderModel.objects.in_bulk({key[2] for key, _ in ordered})
     costs: dict[tuple[int, int, int, date], tuple[Decimal, Decimal]] = {}
     for book_id in sorted({key[0] for key, _ in ordered}):
         keys = [key for key, up in ordered if key[0] == book_id and up.list_charge > 0]
@@ -435,12 +444,12 @@ def _upstream_draw_and_upsert(
             book=books[book_id],
             requests=[
                 UpstreamCostRequest(
-                    provider=provider_rows[provider_id],
+                    provider=providers[provider_id],
                     list_charge=upstream[key].list_charge,
                     currency=upstream[key].currency,
                     at=received_at,
                     idempotency_key=f"usage:{batch_key}:{model_id}:{day.isoformat()}",
-                    model=model_rows[model_id],
+                    model=models[model_id],
                 )
                 for key in keys
                 for (_, provider_id, model_id, day) in [key]
@@ -514,6 +523,7 @@ def _wallets_lock(book_id: int, payers: list[Payer]) -> dict[int, Decimal]:
 def _drawdowns_post(
     drawdowns: dict[tuple[int, int], Decimal],
     payers: dict[int, Payer],
+    books: dict[int, Book],
     received_at: datetime,
     batch_key: str,
 ) -> dict[str, Decimal]:
@@ -549,5 +559,5 @@ def _drawdowns_post(
                 )
             )
             posted[payer.code] = amount
-        entries_post(book=Book.objects.get(pk=book_id), drafts=drafts)
+        entries_post_ids(book=books[book_id], drafts=drafts)
     return posted
