@@ -1,4 +1,4 @@
-"""entry_post / entries_post: the one writer of the books, its idempotency and its refusals (§8)."""
+"""entry_post / entries_post / entries_post_ids: the one writer of the books, its idempotency and its refusals (§8)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from distributor.errors import Conflict, ValidationFailed
 from ledger.models import AccountBalance, JournalEntry, Posting
 from ledger.selectors import account_balance
-from ledger.services import EntryDraft, Leg, credit, debit, entries_post, entry_post
+from ledger.services import EntryDraft, Leg, credit, debit, entries_post, entries_post_ids, entry_post
 from tests.ledger.factories import BookFactory, at
 
 pytestmark = pytest.mark.django_db
@@ -97,6 +97,25 @@ def test_a_batch_posts_new_keys_and_returns_existing_ones_in_the_order_given() -
     assert posted[0].pk == posted[3].pk
     # b, then a and c once each: 3 entries of 5.
     assert account_balance(book=book, account_code="cash", currency="USD") == Decimal("15")
+
+
+def test_posting_for_ids_returns_them_in_the_order_given_and_refuses_changed_content() -> None:
+    book = BookFactory()
+    legs = [debit("cash", Decimal("5"), "USD"), credit("equity", Decimal("5"), "USD")]
+    old = entry_post(book=book, idempotency_key="b", occurred_at=at(1), legs=legs)
+    drafts = [EntryDraft(key, at(2 if key != "b" else 1), legs) for key in ("c", "b", "a", "c")]
+    ids = entries_post_ids(book=book, drafts=drafts)
+    by_key = dict(JournalEntry.objects.filter(book=book).values_list("idempotency_key", "pk"))
+    assert ids == [by_key["c"], old.pk, by_key["a"], by_key["c"]]
+    # A retry returns the same ids and posts nothing: b, a and c once each, 3 entries of 5.
+    assert entries_post_ids(book=book, drafts=drafts) == ids
+    assert counts() == (3, 6, 2)
+    assert account_balance(book=book, account_code="cash", currency="USD") == Decimal("15")
+    # The same key with other content is refused, as by entries_post, and writes nothing.
+    other = [debit("cash", Decimal("6"), "USD"), credit("equity", Decimal("6"), "USD")]
+    with pytest.raises(Conflict):
+        entries_post_ids(book=book, drafts=[EntryDraft("d", at(3), legs), EntryDraft("a", at(2), other)])
+    assert counts() == (3, 6, 2)
 
 
 def test_a_batch_with_one_bad_draft_writes_nothing() -> None:
