@@ -271,7 +271,6 @@ def _ingest(
                 events=new,
                 cascades=cascades,
                 payers=payers,
-                zones=rating.book_zones(books),
                 received_at=received_at,
                 batch_key=str(batch.pk),
                 books=books,

@@ -239,7 +239,6 @@ def usage_rate(
     events: list[ParsedEvent],
     cascades: dict[tuple[int, str, datetime], Any],
     payers: dict[int, Payer],
-    zones: dict[int, zoneinfo.ZoneInfo],
     received_at: datetime,
     batch_key: str,
     books: dict[int, Book],
@@ -252,6 +251,7 @@ def usage_rate(
     outcome = RatingOutcome()
     if not events:
         return outcome
+    zones = book_zones(books)
 
     # 1. Sum tokens per (cascade, local day in each book's zone) so prices multiply once per group.
     zone_list = sorted(set(zones.values()), key=str)
