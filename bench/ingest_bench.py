@@ -18,6 +18,8 @@ rated; prepaid customers: drawdown; a provider with prepaid quota: upstream draw
     threads with the service key: validation, exactly-once keys, event table, rollups, cascade
     rating, upstream draw, prepaid drawdown and the credit cache refresh, all of it.
 (c) replays: every batch of (b) posted again through the same path; all must come back duplicates.
+After (b) and (c) it prints the CPU a batch cost in the gunicorn workers and in PostgreSQL, and the
+cores' idle time over the phase (CpuAccount, from /proc).
 
 Afterwards it checks the landing: every event once, rollup tokens equal the events' tokens at each
 hop, the prepaid wallets drawn. The database is dropped at the end.
@@ -153,6 +155,57 @@ def http_run(
     if errors:
         raise errors[0]
     return len(bodies) * BATCH / elapsed, totals, latencies
+
+
+class CpuAccount:
+    """CPU seconds of this machine's processes over a phase, from /proc: the gunicorn workers, the
+    PostgreSQL processes (every local one; a backend that starts during the phase counts whole),
+    everything else, and the cores' idle time. It tells a slow run whose batches cost more CPU from
+    one whose cores stood idle."""
+
+    def __init__(self, gunicorn_pids: list[int]) -> None:
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._gunicorn = set(gunicorn_pids)
+        self._started = self._read()
+
+    def _read(self) -> tuple[dict[int, float], dict[int, float], float, float]:
+        gunicorn: dict[int, float] = {}
+        postgres: dict[int, float] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            fields = text[text.rindex(")") + 2 :].split()
+            seconds = (int(fields[11]) + int(fields[12])) / self._tick
+            if int(entry) in self._gunicorn:
+                gunicorn[int(entry)] = seconds
+            elif name == "postgres":
+                postgres[int(entry)] = seconds
+        with open("/proc/stat") as f:
+            cpu = [int(x) for x in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal: idle and iowait are the cores' idle time.
+        return gunicorn, postgres, sum(cpu[:8]) / self._tick, (cpu[3] + cpu[4]) / self._tick
+
+    def summary(self, batches: int) -> str:
+        gunicorn0, postgres0, total0, idle0 = self._started
+        gunicorn1, postgres1, total1, idle1 = self._read()
+
+        def spent(before: dict[int, float], after: dict[int, float]) -> float:
+            return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+        web, database = spent(gunicorn0, gunicorn1), spent(postgres0, postgres1)
+        total, idle = total1 - total0, idle1 - idle0
+        other = max(total - idle - web - database, 0.0)
+        per = 1000 / batches
+        return (
+            f"CPU a batch: gunicorn {web * per:.0f} ms, PostgreSQL {database * per:.0f} ms, "
+            f"other {other * per:.0f} ms; cores idle {100 * idle / total if total else 0:.0f}% of the phase"
+        )
 
 
 def landing_check(world: usage_world.World, events: int) -> dict[str, Any]:
@@ -304,7 +357,9 @@ def main() -> None:
             database_url=database_url, workers=args.workers, threads=args.threads, secret=world.service_secret
         )
         profiler = profile_start(server, args.profile) if args.profile else None
+        cpu = CpuAccount([server.process.pid, *server.pids()])
         rate, counts, latencies = http_run(server.port, world.service_secret, bodies, args.clients)
+        cpu_fresh = cpu.summary(args.batches)
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             profiler.wait()
@@ -313,13 +368,17 @@ def main() -> None:
             f"(b) HTTP ingestion: {rate:,.0f} events/s ({args.clients} clients, {args.workers} workers x {args.threads} threads; "
             f"per batch p50 {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s)"
         )
+        log(f"    {cpu_fresh}")
+        cpu = CpuAccount([server.process.pid, *server.pids()])
         replay_rate, replay_counts, replay_latencies = http_run(
             server.port, world.service_secret, bodies, args.clients
         )
+        cpu_replays = cpu.summary(args.batches)
         assert replay_counts["duplicates"] == total and replay_counts["accepted"] == 0, replay_counts
         log(
             f"(c) replays: {replay_rate:,.0f} events/s (per batch p50 {statistics.median(replay_latencies):.2f} s)"
         )
+        log(f"    {cpu_replays}")
         ceiling_after = ceiling_run(psycopg_url, rows, "bench_ceiling_b")
         log(f"(a) COPY ceiling, after: {ceiling_after:,.0f} events/s")
         ceiling = (ceiling_before + ceiling_after) / 2
