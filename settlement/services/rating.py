@@ -457,15 +457,20 @@ def _upstream_draw_and_upsert(
         )
         for key, result in zip(keys, drawn, strict=True):
             costs[key] = (result.cost, result.accrued_list)
-    columns: list[list[Any]] = [[] for _ in range(13)]
-    for (book_id, provider_id, model_id, day), up in ordered:
-        cost, accrued = costs.get((book_id, provider_id, model_id, day), (Decimal(0), Decimal(0)))
-        for i, value in enumerate(
-            (book_id, provider_id, model_id, up.model_code, day, up.currency, *up.tokens, up.list_charge)
-        ):
-            columns[i].append(value)
-        columns[11].append(cost)
-        columns[12].append(accrued)
+    rows = [
+        (
+            book_id,
+            provider_id,
+            model_id,
+            up.model_code,
+            day,
+            up.currency,
+            *up.tokens,
+            up.list_charge,
+            *costs.get((book_id, provider_id, model_id, day), (Decimal(0), Decimal(0))),
+        )
+        for (book_id, provider_id, model_id, day), up in ordered
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -490,7 +495,7 @@ def _upstream_draw_and_upsert(
                    accrued_list = settlement_upstreamcostrollup.accrued_list + EXCLUDED.accrued_list,
                    updated_at = now()
             """,
-            columns,
+            [list(column) for column in zip(*rows, strict=True)],
         )
     return len(ordered)
 
