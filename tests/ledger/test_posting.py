@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -9,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from distributor.errors import Conflict, ValidationFailed
-from ledger.models import AccountBalance, JournalEntry, Posting
+from ledger.models import AccountBalance, Book, JournalEntry, Posting
 from ledger.selectors import account_balance
 from ledger.services import EntryDraft, Leg, credit, debit, entries_post, entries_post_ids, entry_post
 from tests.ledger.factories import BookFactory, at
@@ -86,35 +87,33 @@ def test_keys_are_per_book() -> None:
     assert a.pk != b.pk
 
 
-def test_a_batch_posts_new_keys_and_returns_existing_ones_in_the_order_given() -> None:
+def _entries_post_as_ids(*, book: Book, drafts: list[EntryDraft]) -> list[int]:
+    return [entry.pk for entry in entries_post(book=book, drafts=drafts)]
+
+
+@pytest.mark.parametrize(
+    "post", [_entries_post_as_ids, entries_post_ids], ids=["entries_post", "entries_post_ids"]
+)
+def test_a_batch_posts_new_keys_and_returns_existing_ones_in_the_order_given(
+    post: Callable[..., list[int]],
+) -> None:
     book = BookFactory()
     legs = [debit("cash", Decimal("5"), "USD"), credit("equity", Decimal("5"), "USD")]
     old = entry_post(book=book, idempotency_key="b", occurred_at=at(1), legs=legs)
     drafts = [EntryDraft(key, at(2 if key != "b" else 1), legs) for key in ("c", "b", "a", "c")]
-    posted = entries_post(book=book, drafts=drafts)
-    assert [e.idempotency_key for e in posted] == ["c", "b", "a", "c"]
-    assert posted[1].pk == old.pk
-    assert posted[0].pk == posted[3].pk
+    ids = post(book=book, drafts=drafts)
+    by_key = dict(JournalEntry.objects.filter(book=book).values_list("idempotency_key", "pk"))
+    # In the order given; b is the entry posted before, and c twice is one entry.
+    assert ids == [by_key["c"], old.pk, by_key["a"], by_key["c"]]
     # b, then a and c once each: 3 entries of 5.
     assert account_balance(book=book, account_code="cash", currency="USD") == Decimal("15")
-
-
-def test_posting_for_ids_returns_them_in_the_order_given_and_refuses_changed_content() -> None:
-    book = BookFactory()
-    legs = [debit("cash", Decimal("5"), "USD"), credit("equity", Decimal("5"), "USD")]
-    old = entry_post(book=book, idempotency_key="b", occurred_at=at(1), legs=legs)
-    drafts = [EntryDraft(key, at(2 if key != "b" else 1), legs) for key in ("c", "b", "a", "c")]
-    ids = entries_post_ids(book=book, drafts=drafts)
-    by_key = dict(JournalEntry.objects.filter(book=book).values_list("idempotency_key", "pk"))
-    assert ids == [by_key["c"], old.pk, by_key["a"], by_key["c"]]
-    # A retry returns the same ids and posts nothing: b, a and c once each, 3 entries of 5.
-    assert entries_post_ids(book=book, drafts=drafts) == ids
+    # A retry returns the same ids and posts nothing.
+    assert post(book=book, drafts=drafts) == ids
     assert counts() == (3, 6, 2)
-    assert account_balance(book=book, account_code="cash", currency="USD") == Decimal("15")
-    # The same key with other content is refused, as by entries_post, and writes nothing.
+    # The same key with other content is refused and writes nothing.
     other = [debit("cash", Decimal("6"), "USD"), credit("equity", Decimal("6"), "USD")]
     with pytest.raises(Conflict):
-        entries_post_ids(book=book, drafts=[EntryDraft("d", at(3), legs), EntryDraft("a", at(2), other)])
+        post(book=book, drafts=[EntryDraft("d", at(3), legs), EntryDraft("a", at(2), other)])
     assert counts() == (3, 6, 2)
 
 
